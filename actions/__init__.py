@@ -1,0 +1,29 @@
+"""SchoolGuide's custom actions, loaded by the Rasa action server (``python -m rasa_sdk --actions actions``).
+
+Each area keeps its actions in its own module; import it here so the action server registers them.
+"""
+
+from actions.policy import (
+    ActionAnswerPolicy,
+    ActionDefaultAskAffirmation,
+    ActionDefaultAskRephrase,
+    ActionDefaultFallback,
+    ActionFollowUp,
+)
+from actions.safeguarding import ActionDisclosureReference, ActionLogDisclosure, maybe_start_worker
+from actions.session import ActionSessionStart
+
+__all__ = [
+    "ActionAnswerPolicy",
+    "ActionDefaultAskAffirmation",
+    "ActionDefaultAskRephrase",
+    "ActionDefaultFallback",
+    "ActionDisclosureReference",
+    "ActionFollowUp",
+    "ActionLogDisclosure",
+    "ActionSessionStart",
+]
+
+# The action server is where disclosures arrive, so it also runs the alert worker (SCHOOLGUIDE_WORKER=off
+# to run it separately with `schoolguide disclosures worker`).
+maybe_start_worker()

@@ -1,0 +1,188 @@
+"""``schoolguide train`` and ``schoolguide run``: train only when something changed, then run both servers.
+
+The fingerprint covers everything a trained model depends on (config, domain, training data, the spaCy
+pipeline and the Rasa version), so a second ``make run`` skips training and starts in seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import yaml
+
+from bot.settings import Settings, get_settings
+
+logger = logging.getLogger(__name__)
+MODEL_PREFIX = "schoolguide-"
+TRAINING_INPUTS = ("config.yml", "domain.yml", "data")
+
+
+def training_fingerprint(settings: Settings) -> str:
+    """A short hash of every input the trained model depends on."""
+    from bot.nlp.build import fingerprint as nlp_fingerprint
+
+    digest = hashlib.sha256()
+    for name in TRAINING_INPUTS:
+        path = settings.home / name
+        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        for file in files:
+            digest.update(str(file.relative_to(settings.home)).encode())
+            digest.update(file.read_bytes())
+    digest.update(nlp_fingerprint(settings.knowledge_dir / "entities.yml").encode())
+    digest.update(_rasa_version().encode())
+    return digest.hexdigest()[:16]
+
+
+def _rasa_version() -> str:
+    from importlib.metadata import version
+
+    return version("rasa")
+
+
+def model_path(settings: Settings) -> Path:
+    return settings.home / "models" / f"{MODEL_PREFIX}{training_fingerprint(settings)}.tar.gz"
+
+
+def ensure_nlp(settings: Settings) -> None:
+    from bot.nlp.build import ensure_pipeline
+
+    settings.spacy_model_path.parent.mkdir(parents=True, exist_ok=True)
+    ensure_pipeline(settings.spacy_model_path, settings.knowledge_dir / "entities.yml")
+
+
+def ensure_model(settings: Settings, force: bool = False) -> Path:
+    """Train unless a model for the current fingerprint exists; returns the model's path."""
+    ensure_nlp(settings)
+    target = model_path(settings)
+    if target.exists() and not force:
+        logger.info("model is up to date: %s", target.name)
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    cmd = [
+        _rasa(), "train",
+        "--config", "config.yml", "--domain", "domain.yml", "--data", "data",
+        "--out", str(target.parent), "--fixed-model-name", target.name.removesuffix(".tar.gz"),
+    ]  # fmt: skip
+    logger.info("training: %s", " ".join(cmd))
+    subprocess.run(cmd, cwd=settings.home, check=True, env=rasa_env(settings))
+    logger.info("trained %s in %.0f s", target.name, time.monotonic() - started)
+    # Old models only take space; the newest one matches the fingerprint.
+    for old in target.parent.glob(f"{MODEL_PREFIX}*.tar.gz"):
+        if old != target:
+            old.unlink()
+    return target
+
+
+def _rasa() -> str:
+    return str(Path(sys.executable).with_name("rasa"))
+
+
+def rasa_env(settings: Settings) -> dict[str, str]:
+    """The environment for Rasa and action-server processes: quiet TensorFlow, no telemetry."""
+    env = dict(os.environ)
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    env.setdefault("RASA_TELEMETRY_ENABLED", "false")
+    env.setdefault("SQLALCHEMY_SILENCE_UBER_WARNING", "1")
+    env["SCHOOLGUIDE_HOME"] = str(settings.home)
+    return env
+
+
+def write_endpoints(settings: Settings) -> Path:
+    """Write the endpoints Rasa uses (action server, tracker store) from the settings into var/."""
+    url = urlsplit(settings.tracker_database_url)
+    dialect = url.scheme.split("+")[0]
+    if dialect == "sqlite":
+        tracker = {"type": "SQL", "dialect": "sqlite", "db": url.path.removeprefix("/")}
+        Path(tracker["db"]).parent.mkdir(parents=True, exist_ok=True)
+    else:
+        tracker = {"type": "SQL", "dialect": dialect, "url": url.hostname, "port": url.port or 5432,
+                   "db": url.path.removeprefix("/"), "username": url.username, "password": url.password}  # fmt: skip
+    endpoints = {
+        "action_endpoint": {"url": f"http://127.0.0.1:{settings.action_port}/webhook"},
+        "tracker_store": {k: v for k, v in tracker.items() if v is not None},
+    }
+    path = settings.var_dir / "endpoints.yml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("# Written by `schoolguide run` from the settings; edit the settings, not this file.\n"
+                    + yaml.safe_dump(endpoints, sort_keys=False))  # fmt: skip
+    return path
+
+
+def server_commands(settings: Settings, model: Path) -> dict[str, list[str]]:
+    """The two server processes: the action server (5055) and the Rasa server (5005)."""
+    endpoints = write_endpoints(settings)
+    cors = [arg for origin in settings.cors_origins for arg in ("--cors", origin)]
+    return {
+        "action server": [sys.executable, "-m", "rasa_sdk", "--actions", "actions",
+                          "--port", str(settings.action_port)],
+        "rasa server": [_rasa(), "run", "--model", str(model), "--port", str(settings.rasa_port),
+                        "--endpoints", str(endpoints), "--credentials", "credentials.yml", *cors],
+    }  # fmt: skip
+
+
+def run_servers(settings: Settings, model: Path) -> int:
+    """Run both servers in the foreground; Ctrl-C (or either one dying) stops both."""
+    procs: dict[str, subprocess.Popen] = {}
+    for name, cmd in server_commands(settings, model).items():
+        logger.info("starting %s: %s", name, " ".join(cmd))
+        procs[name] = subprocess.Popen(cmd, cwd=settings.home, env=rasa_env(settings), start_new_session=True)
+    print(
+        f"SchoolGuide is starting: REST webhook http://localhost:{settings.rasa_port}/webhooks/rest/webhook "
+        f"(actions on {settings.action_port}). Press Ctrl-C to stop.",
+        flush=True,
+    )
+    stopping = False
+
+    def _stop(signum, frame):  # noqa: ARG001
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    code = 0
+    try:
+        while not stopping:
+            for name, proc in procs.items():
+                if proc.poll() is not None:
+                    logger.error("%s exited with code %s; stopping", name, proc.returncode)
+                    code = proc.returncode or 1
+                    stopping = True
+            time.sleep(0.2)
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        for proc in procs.values():
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+    print("SchoolGuide stopped.", flush=True)
+    return code
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    train = subparsers.add_parser("train", help="build the spaCy pipeline and train the model if inputs changed")
+    train.add_argument("--force", action="store_true", help="train even when the model is up to date")
+    train.set_defaults(func=lambda args: (ensure_model(get_settings(), force=args.force), 0)[1])
+
+    run = subparsers.add_parser("run", help="train if needed, then run the Rasa and action servers")
+    run.set_defaults(func=lambda args: run_servers(get_settings(), ensure_model(get_settings())))
+
+    model = subparsers.add_parser("model-path", help="print the path of the model for the current inputs")
+    model.set_defaults(func=lambda args: (print(model_path(get_settings())), 0)[1])
+
+    endpoints = subparsers.add_parser("endpoints", help="write var/endpoints.yml from the settings")
+    endpoints.set_defaults(func=lambda args: (print(write_endpoints(get_settings())), 0)[1])

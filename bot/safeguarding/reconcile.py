@@ -1,0 +1,198 @@
+"""Recover disclosures that reached Rasa while the action server was down.
+
+Rasa still answers such a message (the rule's static safe reply) and saves it in its SQL tracker store, table
+``events`` (``rasa.core.tracker_store.SQLTrackerStore.SQLEvent``: id, sender_id, type_name, timestamp,
+intent_name, action_name, data = the event as JSON). Any ``user`` event with intent ``disclose`` that has no
+Disclosure row for its ``(sender_id, message_id)`` is recorded here with ``source="reconcile"``. Rasa is not
+imported: the action server does not need it, and the table layout is all we rely on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import Column, Float, Integer, MetaData, String, Table, Text, create_engine, select
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.orm import Session
+
+from bot.safeguarding.service import record_disclosure
+from bot.safeguarding.spool import Spool
+from bot.safeguarding.store import Disclosure, get_engine
+from bot.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+DISCLOSURE_INTENT = "disclose"
+CONTEXT_MESSAGES = 6
+RISK_ORDER = {"medium": 0, "high": 1, "immediate": 2}
+
+# Rasa's table, declared rather than reflected so a missing table reads as "nothing to reconcile".
+_metadata = MetaData()
+tracker_events = Table(
+    "events",
+    _metadata,
+    Column("id", Integer, primary_key=True),
+    Column("sender_id", String(255)),
+    Column("type_name", String(255)),
+    Column("timestamp", Float),
+    Column("intent_name", String(255)),
+    Column("action_name", String(255)),
+    Column("data", Text),
+)
+
+
+@dataclass(frozen=True)
+class ReconcileReport:
+    found: int = 0
+    recorded: int = 0
+    already_recorded: int = 0
+
+
+def _tracker_engine(url: str) -> Engine | None:
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database
+        if not database or (database != ":memory:" and not os.path.exists(database)):
+            return None  # Rasa has not created its tracker store yet: nothing can be missing from ours
+    return create_engine(url, future=True, pool_pre_ping=True)
+
+
+def _data(raw: str | None) -> dict[str, Any]:
+    try:
+        data = json.loads(raw or "{}")
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _message_id(row: Any, data: dict[str, Any]) -> str:
+    message_id = data.get("message_id") or (data.get("parse_data") or {}).get("message_id")
+    # A message Rasa stored without an id still has a stable row id in the events table.
+    return str(message_id) if message_id else f"tracker-event:{row.id}"
+
+
+def _latest_slot(connection: Connection, sender_id: str, name: str, before_id: int) -> Any:
+    row = connection.execute(
+        select(tracker_events.c.data)
+        .where(
+            tracker_events.c.sender_id == sender_id,
+            tracker_events.c.type_name == "slot",
+            tracker_events.c.action_name == name,
+            tracker_events.c.id < before_id,
+        )
+        .order_by(tracker_events.c.id.desc())
+        .limit(1)
+    ).first()
+    return _data(row.data).get("value") if row else None
+
+
+def _context(connection: Connection, sender_id: str, before_id: int) -> list[dict[str, str]]:
+    rows = connection.execute(
+        select(tracker_events.c.type_name, tracker_events.c.data)
+        .where(
+            tracker_events.c.sender_id == sender_id,
+            tracker_events.c.type_name.in_(("user", "bot")),
+            tracker_events.c.id < before_id,
+        )
+        .order_by(tracker_events.c.id.desc())
+        .limit(CONTEXT_MESSAGES)
+    ).all()
+    return [{"who": row.type_name, "text": str(_data(row.data).get("text") or "")} for row in reversed(rows)]
+
+
+def _assessment(text: str, parse_data: dict[str, Any]) -> tuple[list[str], str]:
+    """Categories and risk: what the NLU pipeline stored, else the detector, else "other"/"high"."""
+    stored = parse_data.get("safeguarding")
+    if isinstance(stored, dict) and stored.get("categories"):
+        return list(stored["categories"]), str(stored.get("risk") or "high")
+    try:
+        from bot.safeguarding.detector import assess
+
+        assessment = assess(text)
+        categories = list(assessment.categories) or ["other"]
+        # A reconciled disclosure has already waited unseen, so its risk is never put below "high".
+        risk = assessment.risk if RISK_ORDER.get(assessment.risk, 0) > RISK_ORDER["high"] else "high"
+        return categories, risk
+    except Exception:
+        return ["other"], "high"
+
+
+def _recorded_keys(settings: Settings, sender_ids: list[str]) -> set[tuple[str, str]]:
+    """(sender_id, message_id) already in the database, or waiting in the spool to be replayed there."""
+    known: set[tuple[str, str]] = set()
+    with Session(get_engine(settings.database_url), future=True) as session:
+        for start in range(0, len(sender_ids), 500):
+            chunk = sender_ids[start : start + 500]
+            rows = session.execute(
+                select(Disclosure.sender_id, Disclosure.message_id).where(Disclosure.sender_id.in_(chunk))
+            ).all()
+            known.update((sender_id, message_id) for sender_id, message_id in rows)
+    for record in Spool(settings.spool_dir).records():
+        known.add((str(record.get("sender_id")), str(record.get("message_id"))))
+    return known
+
+
+def reconcile_from_tracker_store(
+    settings: Settings, since: datetime | float | None = None
+) -> ReconcileReport:
+    """Record every ``disclose`` user message in the tracker store that has no Disclosure yet (idempotent)."""
+    engine = _tracker_engine(settings.tracker_database_url)
+    if engine is None:
+        return ReconcileReport()
+    if isinstance(since, datetime):
+        since = (since if since.tzinfo else since.replace(tzinfo=timezone.utc)).timestamp()
+    found = recorded = already = 0
+    try:
+        with engine.connect() as connection:
+            query = select(tracker_events).where(
+                tracker_events.c.type_name == "user", tracker_events.c.intent_name == DISCLOSURE_INTENT
+            )
+            if since is not None:
+                query = query.where(tracker_events.c.timestamp >= since)
+            rows = connection.execute(query.order_by(tracker_events.c.id)).all()
+            if not rows:
+                return ReconcileReport()
+            candidates = [(row, _data(row.data)) for row in rows]
+            known = _recorded_keys(settings, sorted({row.sender_id for row, _ in candidates}))
+            for row, data in candidates:
+                found += 1
+                message_id = _message_id(row, data)
+                if (row.sender_id, message_id) in known:
+                    already += 1
+                    continue
+                parse_data = data.get("parse_data") if isinstance(data.get("parse_data"), dict) else {}
+                metadata = data.get("metadata") if isinstance(data.get("metadata"), dict) else {}
+                text = str(data.get("text") or "")
+                categories, risk = _assessment(text, parse_data)
+                result = record_disclosure(
+                    settings,
+                    school=_latest_slot(connection, row.sender_id, "school", row.id)
+                    or metadata.get("school"),
+                    audience=_latest_slot(connection, row.sender_id, "audience", row.id)
+                    or metadata.get("audience"),
+                    channel=data.get("input_channel"),
+                    sender_id=row.sender_id,
+                    message_id=message_id,
+                    text=text,
+                    context=_context(connection, row.sender_id, row.id),
+                    categories=categories,
+                    risk=risk,
+                    source="reconcile",
+                    created_at=datetime.fromtimestamp(row.timestamp, timezone.utc) if row.timestamp else None,
+                )
+                if result.created:
+                    recorded += 1
+                    logger.warning(
+                        "Recovered disclosure %s from the Rasa tracker store (the action server missed it)",
+                        result.reference,
+                    )
+                else:
+                    already += 1
+    finally:
+        engine.dispose()
+    return ReconcileReport(found=found, recorded=recorded, already_recorded=already)

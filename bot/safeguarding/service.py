@@ -1,0 +1,490 @@
+"""Recording a disclosure: in the database if at all possible, in the local spool if not, never raising.
+
+``record_disclosure`` commits the disclosure, its "created" audit event and one outbox row per configured
+DSL channel in a single transaction before it returns, so by the time the bot replies the record is durable
+and the alerts are queued. If the database is unreachable the record (already encrypted, with its reference)
+is fsync'd to the spool instead and ``replay_spool`` moves it into the database later. Both paths are
+idempotent on ``(sender_id, message_id)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from sqlalchemy import or_, select
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import InterfaceError as DBInterfaceError
+from sqlalchemy.orm import Session
+
+from bot.safeguarding.crypto import DisclosureCipher, load_cipher
+from bot.safeguarding.outbox import add_outbox_rows
+from bot.safeguarding.spool import Spool
+from bot.safeguarding.store import Disclosure, add_audit_event, as_utc, get_engine, new_reference, utcnow
+from bot.settings import AUDIENCES, Settings
+
+logger = logging.getLogger(__name__)
+
+MAX_TEXT_CHARS = 20_000
+MAX_CONTEXT_MESSAGES = 10
+MAX_CONTEXT_CHARS = 2_000
+CATEGORIES = (
+    "sexual_abuse_grooming",
+    "image_sharing_sextortion",
+    "adult_boundary_breach",
+    "bullying",
+    "self_harm_suicide",
+    "physical_abuse_neglect",
+    "radicalisation",
+    "other",
+)
+RISKS = ("immediate", "high", "medium")
+SYSTEM_ACTOR = "schoolguide"
+SPOOL_FORMAT = 1
+
+Stored = Literal["database", "spool", "log"]
+
+
+@dataclass(frozen=True)
+class RecordResult:
+    """Where the disclosure went. ``stored="log"`` means even the spool failed (logged at CRITICAL)."""
+
+    reference: str
+    stored: Stored
+    created: bool = True  # False when this message had already been recorded
+
+
+@dataclass(frozen=True)
+class PreparedDisclosure:
+    """A disclosure cleaned and encrypted, ready for the database or the spool."""
+
+    reference: str
+    school: str
+    audience: str
+    channel: str
+    sender_id: str
+    message_id: str
+    categories: tuple[str, ...]
+    risk: str
+    created_at: datetime
+    source: str
+    text_chars: int
+    text_truncated_from: int | None
+    # Normally both set; None only when the key could not be loaded, and then only for the spool.
+    text_encrypted: str | None
+    context_encrypted: str | None
+    # Only when encryption failed: the spool keeps the words rather than lose them (file mode 0600).
+    plaintext: tuple[str, str] | None = None
+
+    def to_spool_record(self) -> dict[str, Any]:
+        record = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "plaintext"}
+        record.update(
+            format=SPOOL_FORMAT, created_at=self.created_at.isoformat(), categories=list(self.categories)
+        )
+        if self.plaintext is not None:
+            record["unencrypted_text"], record["unencrypted_context"] = self.plaintext
+        return record
+
+    @classmethod
+    def from_spool_record(
+        cls, record: Mapping[str, Any], cipher: DisclosureCipher | None
+    ) -> PreparedDisclosure:
+        text_encrypted = record.get("text_encrypted")
+        context_encrypted = record.get("context_encrypted")
+        if text_encrypted is None or context_encrypted is None:
+            if cipher is None:
+                raise ValueError("record was spooled unencrypted and no encryption key is available")
+            text_encrypted = cipher.encrypt(str(record.get("unencrypted_text") or ""))
+            context_encrypted = cipher.encrypt(str(record.get("unencrypted_context") or "[]"))
+        return cls(
+            reference=str(record["reference"]),
+            school=str(record["school"]),
+            audience=str(record["audience"]),
+            channel=str(record["channel"]),
+            sender_id=str(record["sender_id"]),
+            message_id=str(record["message_id"]),
+            categories=tuple(record.get("categories") or ("other",)),
+            risk=str(record.get("risk") or "high"),
+            created_at=as_utc(datetime.fromisoformat(record["created_at"])),
+            source=str(record.get("source") or "action"),
+            text_chars=int(record.get("text_chars") or 0),
+            text_truncated_from=record.get("text_truncated_from"),
+            text_encrypted=text_encrypted,
+            context_encrypted=context_encrypted,
+        )
+
+
+# --- cleaning untrusted input -------------------------------------------------------------------------------
+
+
+def _as_text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if not isinstance(value, str):
+        try:
+            return str(value)
+        except Exception:
+            return repr(type(value))
+    return value
+
+
+def _label(value: Any, limit: int, default: str) -> str:
+    """A short plain-text column value: no NULs or lone surrogates (PostgreSQL rejects both), capped."""
+    text = _as_text(value).replace("\x00", "").encode("utf-8", "replace").decode("utf-8").strip()
+    return text[:limit] if text else default
+
+
+def _key(value: Any, limit: int, default: str) -> str:
+    """An identifier used for idempotency: too-long values are hashed, not cut, so they stay distinct."""
+    text = _label(value, 10**6, default)
+    if len(text) <= limit:
+        return text
+    return text[: limit - 72] + "~sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _categories(value: Any) -> tuple[str, ...]:
+    if isinstance(value, (str, bytes)):
+        value = [value]
+    if not isinstance(value, Iterable) or isinstance(value, Mapping):
+        value = []
+    cleaned: list[str] = []
+    for item in value:
+        label = _label(item, 50, "").lower()
+        if label in CATEGORIES and label not in cleaned:
+            cleaned.append(label)
+        elif label and "other" not in cleaned:
+            cleaned.append("other")  # an unknown category is still a concern
+    return tuple(cleaned) or ("other",)
+
+
+def _risk(value: Any) -> str:
+    risk = _label(value, 20, "").lower()
+    return risk if risk in RISKS else "high"  # unknown urgency is treated as high, never as low
+
+
+def _context(value: Any) -> list[dict[str, str]]:
+    if value is None or isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Iterable):
+        value = [value] if value else []
+    cleaned = []
+    for item in list(value)[-MAX_CONTEXT_MESSAGES:]:
+        if isinstance(item, Mapping):
+            who = _label(item.get("who") or item.get("event"), 20, "unknown")
+            text = _as_text(item.get("text"))
+        else:
+            who, text = "unknown", _as_text(item)
+        cleaned.append({"who": who, "text": text[:MAX_CONTEXT_CHARS]})
+    return cleaned
+
+
+def prepare_disclosure(
+    settings: Settings,
+    *,
+    school: Any,
+    audience: Any,
+    channel: Any,
+    sender_id: Any,
+    message_id: Any,
+    text: Any,
+    context: Any,
+    categories: Any,
+    risk: Any,
+    source: str = "action",
+    created_at: datetime | None = None,
+    reference: str | None = None,
+) -> PreparedDisclosure:
+    """Clean every field and encrypt the words; falls back to an unencrypted spool-only record if it must."""
+    words = _as_text(text)
+    truncated_from = len(words) if len(words) > MAX_TEXT_CHARS else None
+    words = words[:MAX_TEXT_CHARS]
+    context_json = json.dumps(_context(context), ensure_ascii=True)
+    audience_label = _label(audience, 20, settings.default_audience).lower()
+    fields: dict[str, Any] = dict(
+        reference=reference or new_reference(),
+        school=_label(school, 100, settings.default_school),
+        audience=audience_label if audience_label in AUDIENCES else settings.default_audience,
+        channel=_label(channel, 64, "unknown"),
+        sender_id=_key(sender_id, 255, "unknown"),
+        # Without Rasa's message id there is nothing to de-duplicate on, so this message gets its own key.
+        message_id=_key(message_id, 255, "") or f"no-message-id:{new_reference()}",
+        categories=_categories(categories),
+        risk=_risk(risk),
+        created_at=as_utc(created_at) if created_at else utcnow(),
+        source=source if source in ("action", "spool", "reconcile") else "action",
+        text_chars=len(words),
+        text_truncated_from=truncated_from,
+    )
+    try:
+        cipher = load_cipher(settings)
+        return PreparedDisclosure(
+            **fields, text_encrypted=cipher.encrypt(words), context_encrypted=cipher.encrypt(context_json)
+        )
+    except Exception:
+        logger.critical(
+            "Cannot encrypt disclosure %s: it will be spooled UNENCRYPTED (mode 0600) rather than lost. "
+            "Fix SCHOOLGUIDE_ENCRYPTION_KEY, then run `schoolguide disclosures replay`.",
+            fields["reference"],
+            exc_info=True,
+        )
+        return PreparedDisclosure(
+            **fields, text_encrypted=None, context_encrypted=None, plaintext=(words, context_json)
+        )
+
+
+# --- the database -------------------------------------------------------------------------------------------
+
+
+def _existing(session: Session, prepared: PreparedDisclosure) -> Disclosure | None:
+    same_message = (Disclosure.sender_id == prepared.sender_id) & (
+        Disclosure.message_id == prepared.message_id
+    )
+    rows = (
+        session.execute(
+            select(Disclosure).where(or_(same_message, Disclosure.reference == prepared.reference))
+        )
+        .scalars()
+        .all()
+    )
+    for row in rows:
+        if row.sender_id == prepared.sender_id and row.message_id == prepared.message_id:
+            return row
+    return None
+
+
+def _reference_taken(session: Session, reference: str) -> bool:
+    return session.execute(select(Disclosure.id).where(Disclosure.reference == reference)).first() is not None
+
+
+def store_in_database(
+    settings: Settings,
+    prepared: PreparedDisclosure,
+    *,
+    source: str,
+    audit_detail: dict[str, Any] | None = None,
+) -> tuple[str, bool]:
+    """Commit the disclosure, its audit event and its outbox rows together; returns (reference, created).
+
+    Raises on database failure: callers decide between the spool and trying later.
+    """
+    if prepared.text_encrypted is None or prepared.context_encrypted is None:
+        raise ValueError("refusing to store an unencrypted disclosure in the database")
+    engine = get_engine(settings.database_url)
+    for _ in range(5):
+        try:
+            with Session(engine, future=True) as session, session.begin():
+                existing = _existing(session, prepared)
+                if existing is not None:
+                    return existing.reference, False
+                if _reference_taken(session, prepared.reference):
+                    # Astronomically rare; the person may already hold the old one, so log both.
+                    old = prepared.reference
+                    prepared = dataclasses.replace(prepared, reference=new_reference())
+                    logger.warning("Reference %s was taken; disclosure stored as %s", old, prepared.reference)
+                now = utcnow()
+                disclosure = Disclosure(
+                    reference=prepared.reference,
+                    school=prepared.school,
+                    audience=prepared.audience,
+                    channel=prepared.channel,
+                    sender_id=prepared.sender_id,
+                    message_id=prepared.message_id,
+                    text_encrypted=prepared.text_encrypted,
+                    context_encrypted=prepared.context_encrypted,
+                    categories=list(prepared.categories),
+                    risk=prepared.risk,
+                    status="new",
+                    created_at=prepared.created_at,
+                    updated_at=now,
+                    source=source,
+                )
+                session.add(disclosure)
+                session.flush()
+                planned = add_outbox_rows(session, settings, disclosure.id, "alert", now)
+                detail: dict[str, Any] = {
+                    "source": source,
+                    "categories": list(prepared.categories),
+                    "risk": prepared.risk,
+                    "text_chars": prepared.text_chars,
+                    "alerts_queued": [f"{channel}:{recipient}" for channel, recipient in planned],
+                    **(audit_detail or {}),
+                }
+                if prepared.text_truncated_from is not None:
+                    detail["text_truncated_from_chars"] = prepared.text_truncated_from
+                add_audit_event(
+                    session,
+                    disclosure_id=disclosure.id,
+                    actor=SYSTEM_ACTOR,
+                    action="created",
+                    detail=detail,
+                    at=now,
+                )
+            if not planned:
+                logger.error(
+                    "Disclosure %s is stored but NOBODY is being alerted: set SCHOOLGUIDE_DSL_EMAILS "
+                    "and/or SCHOOLGUIDE_ALERT_WEBHOOK_URL",
+                    prepared.reference,
+                )
+            return prepared.reference, True
+        except IntegrityError:
+            # Someone recorded the same message (or took the reference) between our check and our insert.
+            continue
+    raise RuntimeError(f"could not store disclosure {prepared.reference} after repeated conflicts")
+
+
+# --- the spool ----------------------------------------------------------------------------------------------
+
+
+def spool_disclosure(settings: Settings, prepared: PreparedDisclosure) -> str:
+    """Append to the spool (fsync'd) unless this message is already there; returns the reference to give."""
+    spool = Spool(settings.spool_dir)
+    for record in spool.records():
+        if record.get("sender_id") == prepared.sender_id and record.get("message_id") == prepared.message_id:
+            return str(record["reference"])
+    spool.append(prepared.to_spool_record())
+    return prepared.reference
+
+
+def record_disclosure(
+    settings: Settings,
+    *,
+    school: Any,
+    audience: Any,
+    channel: Any,
+    sender_id: Any,
+    message_id: Any,
+    text: Any,
+    context: Any = None,
+    categories: Any = None,
+    risk: Any = None,
+    source: str = "action",
+    created_at: datetime | None = None,
+) -> RecordResult:
+    """Store a disclosure durably before returning; never raises (see the module docstring)."""
+    try:
+        prepared = prepare_disclosure(
+            settings,
+            school=school,
+            audience=audience,
+            channel=channel,
+            sender_id=sender_id,
+            message_id=message_id,
+            text=text,
+            context=context,
+            categories=categories,
+            risk=risk,
+            source=source,
+            created_at=created_at,
+        )
+    except Exception:
+        # Only a malformed created_at/context could get here; record the message without them.
+        logger.exception("Could not prepare a disclosure as given; recording it without context or timestamp")
+        try:
+            prepared = prepare_disclosure(
+                settings,
+                school=school,
+                audience=audience,
+                channel=channel,
+                sender_id=sender_id,
+                message_id=message_id,
+                text=text,
+                context=None,
+                categories=categories,
+                risk=risk,
+                source=source,
+            )
+        except Exception:
+            logger.critical(
+                "DISCLOSURE NOT STORED: it could not even be prepared (sender_id=%r message_id=%r). "
+                "Recover it from the Rasa tracker store (schoolguide disclosures reconcile).",
+                sender_id,
+                message_id,
+                exc_info=True,
+            )
+            return RecordResult(reference=new_reference(), stored="log", created=False)
+
+    if prepared.text_encrypted is not None:
+        try:
+            reference, created = store_in_database(settings, prepared, source=prepared.source)
+            return RecordResult(reference=reference, stored="database", created=created)
+        except (OperationalError, DBInterfaceError, OSError) as exc:
+            logger.error(
+                "Safeguarding database unavailable (%s); spooling disclosure %s", exc, prepared.reference
+            )
+        except Exception:
+            logger.exception("Could not store disclosure %s in the database; spooling it", prepared.reference)
+
+    try:
+        reference = spool_disclosure(settings, prepared)
+        return RecordResult(reference=reference, stored="spool", created=reference == prepared.reference)
+    except Exception:
+        # The words are still in Rasa's tracker store, which the reconciler reads; these ids find them.
+        logger.critical(
+            "DISCLOSURE NOT STORED: database and spool both failed. reference=%s sender_id=%s message_id=%s "
+            "school=%s risk=%s. Recover it from the Rasa tracker store (schoolguide disclosures reconcile).",
+            prepared.reference,
+            prepared.sender_id,
+            prepared.message_id,
+            prepared.school,
+            prepared.risk,
+            exc_info=True,
+        )
+        return RecordResult(reference=prepared.reference, stored="log", created=False)
+
+
+@dataclass(frozen=True)
+class ReplayReport:
+    replayed: int = 0
+    already_recorded: int = 0
+    remaining: int = 0
+
+
+def replay_spool(settings: Settings) -> ReplayReport:
+    """Move spooled disclosures into the database, idempotently; stops early if the database is still down."""
+    spool = Spool(settings.spool_dir)
+    records = spool.records()
+    if not records:
+        spool.compact()
+        return ReplayReport()
+    try:
+        cipher: DisclosureCipher | None = load_cipher(settings)
+    except Exception:
+        logger.exception("No encryption key: spooled records that were stored unencrypted must wait")
+        cipher = None
+    replayed = already = 0
+    for record in records:
+        try:
+            prepared = PreparedDisclosure.from_spool_record(record, cipher)
+            reference, created = store_in_database(
+                settings,
+                prepared,
+                source="spool",
+                audit_detail={"original_source": prepared.source, "spooled_reference": prepared.reference},
+            )
+        except (OperationalError, DBInterfaceError, OSError) as exc:
+            logger.warning(
+                "Database still unavailable (%s); %d disclosure(s) stay spooled", exc, len(records)
+            )
+            break
+        except Exception:
+            logger.exception(
+                "Cannot replay spooled disclosure %s; it stays in the spool", record.get("reference")
+            )
+            continue
+        # Marked only after the commit: a crash in between means a harmless, idempotent second replay.
+        spool.mark_replayed(str(record["reference"]))
+        if created:
+            replayed += 1
+            logger.info(
+                "Replayed spooled disclosure %s into the database as %s", record["reference"], reference
+            )
+        else:
+            already += 1
+    remaining = spool.compact()
+    return ReplayReport(replayed=replayed, already_recorded=already, remaining=remaining)

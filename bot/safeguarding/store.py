@@ -1,0 +1,301 @@
+"""Database models for disclosures, their audit trail and their alert outbox.
+
+One declarative ``Base`` holds three tables:
+
+* ``disclosures``     one row per disclosed user message; the child's words and the preceding conversation are
+  encrypted (see ``crypto``). ``(sender_id, message_id)`` is unique so the same Rasa message is never recorded
+  twice, however many times the action, the spool replay or the reconciler sees it.
+* ``audit_events``    append-only. The code has no update or delete path for it, the ORM refuses to flush
+  a change to an existing row, and ``init_db`` installs database triggers (SQLite and PostgreSQL) that abort
+  any UPDATE or DELETE. Triggers do not stop ``TRUNCATE`` or a superuser dropping them: in production run the
+  application as a PostgreSQL role with only ``SELECT, INSERT`` on ``audit_events``
+  (``REVOKE UPDATE, DELETE, TRUNCATE ON audit_events FROM schoolguide``).
+* ``outbox_messages`` one row per (disclosure, channel, recipient, kind); the unique key is what makes
+  delivery exactly-once per channel (see ``outbox``).
+
+Works on SQLite (WAL, foreign keys, busy timeout, ``synchronous=FULL``) and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    create_engine,
+    event,
+    text,
+)
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import IntegrityError, ProgrammingError
+from sqlalchemy.orm import Session, declarative_base
+
+logger = logging.getLogger(__name__)
+
+Base = declarative_base()
+
+STATUSES = ("new", "acknowledged", "in_progress", "closed")
+SOURCES = ("action", "spool", "reconcile")
+AUDIT_ACTIONS = ("created", "read", "status_changed", "alert_sent", "alert_failed", "escalated", "exported")
+# "sending" is the short-lived claim a worker holds while talking to SMTP or the webhook; "cancelled" is an
+# escalation that became moot because the disclosure was acknowledged before it went out.
+OUTBOX_STATUSES = ("pending", "sending", "sent", "failed", "cancelled")
+
+# No 0/O, 1/I/L: references are read aloud and copied by hand.
+REFERENCE_ALPHABET = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def as_utc(value: datetime) -> datetime:
+    """Treat naive datetimes as UTC and convert aware ones to UTC."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc)
+
+
+def new_reference() -> str:
+    """A random human-readable reference such as ``SG-7K3P-QX9M`` (about 2^39 possibilities)."""
+    chars = "".join(secrets.choice(REFERENCE_ALPHABET) for _ in range(8))
+    return f"SG-{chars[:4]}-{chars[4:]}"
+
+
+class UTCDateTime(TypeDecorator):
+    """Stored as naive UTC on every backend, returned as aware UTC, so comparisons behave the same."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return as_utc(value).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=timezone.utc)
+
+
+class Disclosure(Base):
+    """A safeguarding disclosure handed to the DSL; the words themselves are only stored encrypted."""
+
+    __tablename__ = "disclosures"
+    __table_args__ = (UniqueConstraint("sender_id", "message_id", name="uq_disclosures_message"),)
+
+    id = Column(Integer, primary_key=True, autoincrement=True)
+    reference = Column(String(20), nullable=False, unique=True)
+    school = Column(String(100), nullable=False)
+    audience = Column(String(20), nullable=False)
+    channel = Column(String(64), nullable=False)
+    sender_id = Column(String(255), nullable=False)
+    message_id = Column(String(255), nullable=False)
+    text_encrypted = Column(Text, nullable=False)
+    context_encrypted = Column(Text, nullable=False)
+    categories = Column(JSON, nullable=False)
+    risk = Column(String(20), nullable=False)
+    status = Column(String(20), nullable=False, default="new", index=True)
+    created_at = Column(UTCDateTime, nullable=False, index=True)
+    updated_at = Column(UTCDateTime, nullable=False)
+    acknowledged_at = Column(UTCDateTime)
+    acknowledged_by = Column(String(200))
+    source = Column(String(20), nullable=False)
+
+
+class AuditEvent(Base):
+    """One thing that happened to a disclosure. Append-only: see the module docstring."""
+
+    __tablename__ = "audit_events"
+
+    id = Column(Integer, primary_key=True, autoincrement=True)
+    # Nullable only for events about no single disclosure (e.g. an export that matched nothing).
+    disclosure_id = Column(Integer, ForeignKey("disclosures.id"), index=True)
+    at = Column(UTCDateTime, nullable=False)
+    actor = Column(String(200), nullable=False)
+    action = Column(String(30), nullable=False)
+    detail = Column(JSON, nullable=False)
+
+
+class OutboxMessage(Base):
+    """An alert or escalation waiting to go (or gone) to one recipient on one channel."""
+
+    __tablename__ = "outbox_messages"
+    __table_args__ = (
+        UniqueConstraint("disclosure_id", "channel", "recipient", "kind", name="uq_outbox_delivery"),
+        Index("ix_outbox_due", "status", "next_attempt_at"),
+    )
+
+    id = Column(Integer, primary_key=True, autoincrement=True)
+    disclosure_id = Column(Integer, ForeignKey("disclosures.id"), nullable=False, index=True)
+    channel = Column(String(20), nullable=False)  # "email" | "webhook"
+    # An e-mail address, or "alert_webhook": the webhook URL is a secret, so it stays in settings.
+    recipient = Column(String(320), nullable=False)
+    kind = Column(String(20), nullable=False)  # "alert" | "escalation"
+    status = Column(String(20), nullable=False, default="pending")
+    attempts = Column(Integer, nullable=False, default=0)
+    next_attempt_at = Column(UTCDateTime, nullable=False)
+    last_error = Column(Text)
+    created_at = Column(UTCDateTime, nullable=False)
+    claimed_at = Column(UTCDateTime)
+    claim_token = Column(String(64))
+    sent_at = Column(UTCDateTime)
+
+
+def add_audit_event(
+    session: Session,
+    *,
+    disclosure_id: int | None,
+    actor: str,
+    action: str,
+    detail: dict[str, Any] | None = None,
+    at: datetime | None = None,
+) -> AuditEvent:
+    """The only way the code writes to the audit trail: it adds, never changes."""
+    if action not in AUDIT_ACTIONS:
+        raise ValueError(f"unknown audit action {action!r}")
+    audit = AuditEvent(
+        disclosure_id=disclosure_id,
+        at=at or utcnow(),
+        actor=(actor or "unknown")[:200],
+        action=action,
+        detail=detail or {},
+    )
+    session.add(audit)
+    return audit
+
+
+class AuditTrailIsAppendOnly(RuntimeError):
+    """Raised when code tries to change or delete an audit event."""
+
+
+@event.listens_for(Session, "before_flush")
+def _refuse_audit_changes(session: Session, flush_context: Any, instances: Any) -> None:
+    for obj in list(session.dirty) + list(session.deleted):
+        if isinstance(obj, AuditEvent):
+            raise AuditTrailIsAppendOnly("audit events are append-only; add a new event instead")
+
+
+_SQLITE_TRIGGERS = (
+    """CREATE TRIGGER IF NOT EXISTS audit_events_no_update BEFORE UPDATE ON audit_events
+       BEGIN SELECT RAISE(ABORT, 'audit_events is append-only'); END""",
+    """CREATE TRIGGER IF NOT EXISTS audit_events_no_delete BEFORE DELETE ON audit_events
+       BEGIN SELECT RAISE(ABORT, 'audit_events is append-only'); END""",
+)
+
+_POSTGRES_TRIGGERS = (
+    """CREATE OR REPLACE FUNCTION schoolguide_audit_append_only() RETURNS trigger AS $$
+       BEGIN RAISE EXCEPTION 'audit_events is append-only'; END; $$ LANGUAGE plpgsql""",
+    "DROP TRIGGER IF EXISTS audit_events_append_only ON audit_events",
+    """CREATE TRIGGER audit_events_append_only BEFORE UPDATE OR DELETE ON audit_events
+       FOR EACH ROW EXECUTE FUNCTION schoolguide_audit_append_only()""",
+)
+
+
+def create_engine_for(url: str) -> Engine:
+    """An engine for ``url``; for SQLite, creates the parent directory and tunes connections for safety."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database
+        if database and database != ":memory:" and not database.startswith("file:"):
+            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, future=True, connect_args={"timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_connection: Any, connection_record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            # FULL: a committed disclosure survives power loss, not just a process crash.
+            cursor.execute("PRAGMA synchronous=FULL")
+            cursor.close()
+
+        return engine
+    connect_args: dict[str, Any] = {}
+    if parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() in ("psycopg2", ""):
+        # Fail fast when the server is unreachable: the person is waiting for a reply, the spool is ready.
+        connect_args["connect_timeout"] = 5
+    return create_engine(url, future=True, pool_pre_ping=True, connect_args=connect_args)
+
+
+def _postgres_trigger_exists(connection: Any) -> bool:
+    return (
+        connection.execute(
+            text(
+                "SELECT 1 FROM pg_trigger WHERE tgname = 'audit_events_append_only' "
+                "AND tgrelid = to_regclass('audit_events')"
+            )
+        ).first()
+        is not None
+    )
+
+
+def init_db(engine: Engine) -> None:
+    """Create the tables (if missing) and the append-only triggers on the audit trail."""
+    try:
+        Base.metadata.create_all(engine)
+    except (IntegrityError, ProgrammingError):
+        # Two processes creating the tables at once on PostgreSQL: the loser sees a duplicate; try again.
+        Base.metadata.create_all(engine)
+    if engine.dialect.name == "sqlite":
+        with engine.begin() as connection:
+            for statement in _SQLITE_TRIGGERS:
+                connection.execute(text(statement))
+    elif engine.dialect.name == "postgresql":
+        with engine.begin() as connection:
+            if _postgres_trigger_exists(connection):
+                return  # checked first: a least-privilege application role may not create triggers
+        try:
+            with engine.begin() as connection:
+                for statement in _POSTGRES_TRIGGERS:
+                    connection.execute(text(statement))
+        except ProgrammingError as exc:
+            # The ORM guard still applies; the trigger is defence in depth, not worth refusing disclosures.
+            logger.warning(
+                "Could not install the append-only trigger on audit_events (%s); ask the database owner to "
+                "run `schoolguide` once with a privileged role, or REVOKE UPDATE, DELETE on audit_events",
+                exc.orig,
+            )
+
+
+_engines: dict[str, Engine] = {}
+_initialised: set[str] = set()
+_engines_lock = threading.Lock()
+
+
+def get_engine(url: str) -> Engine:
+    """A process-wide engine for ``url`` with the schema created; retried on the next call if that fails."""
+    with _engines_lock:
+        engine = _engines.get(url)
+        if engine is None:
+            engine = create_engine_for(url)
+            _engines[url] = engine
+        if url not in _initialised:
+            init_db(engine)
+            _initialised.add(url)
+        return engine
+
+
+def dispose_engines() -> None:
+    """Close every cached engine (tests, and worker shutdown)."""
+    with _engines_lock:
+        for engine in _engines.values():
+            engine.dispose()
+        _engines.clear()
+        _initialised.clear()

@@ -1,0 +1,131 @@
+"""All of SchoolGuide's configuration, read once from environment variables.
+
+Every setting has a documented default (see the README's "Settings" table) so that a fresh clone runs with
+nothing configured: SQLite under ``var/``, the demo school, and alerts spooled locally until SMTP or a webhook
+is set. Nothing else in the code reads ``os.environ`` for configuration.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+AUDIENCES = ("staff", "parent", "pupil")
+SPACY_MODEL_RELATIVE_PATH = Path("var/spacy/en_schoolguide")
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    value = os.environ.get(f"SCHOOLGUIDE_{name}")
+    if value is None or value.strip() == "":
+        return default
+    return value.strip()
+
+
+def _int(name: str, default: int) -> int:
+    raw = _env(name)
+    if raw is None:
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise ValueError(f"SCHOOLGUIDE_{name} must be a whole number, got {raw!r}") from exc
+
+
+def _bool(name: str, default: bool) -> bool:
+    raw = _env(name)
+    if raw is None:
+        return default
+    return raw.lower() in {"1", "true", "yes", "on"}
+
+
+def _list(name: str) -> tuple[str, ...]:
+    raw = _env(name)
+    if not raw:
+        return ()
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+@dataclass(frozen=True)
+class Settings:
+    """SchoolGuide settings; build with :func:`get_settings` (or ``Settings.from_env()`` in tests)."""
+
+    home: Path
+    knowledge_dir: Path
+    var_dir: Path
+    database_url: str
+    tracker_database_url: str
+    default_school: str
+    default_audience: str
+    rasa_port: int
+    action_port: int
+    rasa_url: str
+    spacy_model_path: Path
+    # Safeguarding hand-off
+    encryption_key: str | None
+    spool_dir: Path
+    dsl_emails: tuple[str, ...]
+    deputy_dsl_emails: tuple[str, ...]
+    alert_from: str
+    smtp_host: str | None
+    smtp_port: int
+    smtp_username: str | None
+    smtp_password: str | None
+    smtp_starttls: bool
+    alert_webhook_url: str | None
+    case_link_base: str
+    ack_timeout_minutes: int
+    delivery_max_attempts: int
+    worker_interval_seconds: int
+    worker_enabled: bool
+    cors_origins: tuple[str, ...] = field(default=("*",))
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        home = Path(_env("HOME", str(PROJECT_ROOT))).resolve()
+        var_dir = Path(_env("VAR_DIR", str(home / "var")))
+        rasa_port = _int("RASA_PORT", 5005)
+        audience = _env("DEFAULT_AUDIENCE", "parent")
+        if audience not in AUDIENCES:
+            raise ValueError(f"SCHOOLGUIDE_DEFAULT_AUDIENCE must be one of {AUDIENCES}, got {audience!r}")
+        return cls(
+            home=home,
+            knowledge_dir=Path(_env("KNOWLEDGE_DIR", str(home / "knowledge"))),
+            var_dir=var_dir,
+            database_url=_env("DATABASE_URL", f"sqlite:///{var_dir / 'schoolguide.db'}"),
+            tracker_database_url=_env("TRACKER_DATABASE_URL", f"sqlite:///{var_dir / 'tracker.db'}"),
+            default_school=_env("DEFAULT_SCHOOL", "lunsford"),
+            default_audience=audience,
+            rasa_port=rasa_port,
+            action_port=_int("ACTION_PORT", 5055),
+            rasa_url=_env("RASA_URL", f"http://127.0.0.1:{rasa_port}"),
+            # config.yml names this path for SpacyNLP (relative to the project), so it is not configurable.
+            spacy_model_path=home / SPACY_MODEL_RELATIVE_PATH,
+            encryption_key=_env("ENCRYPTION_KEY"),
+            spool_dir=Path(_env("SPOOL_DIR", str(var_dir / "spool"))),
+            dsl_emails=_list("DSL_EMAILS"),
+            deputy_dsl_emails=_list("DEPUTY_DSL_EMAILS"),
+            alert_from=_env("ALERT_FROM", "schoolguide@localhost"),
+            smtp_host=_env("SMTP_HOST"),
+            smtp_port=_int("SMTP_PORT", 25),
+            smtp_username=_env("SMTP_USERNAME"),
+            smtp_password=_env("SMTP_PASSWORD"),
+            smtp_starttls=_bool("SMTP_STARTTLS", False),
+            alert_webhook_url=_env("ALERT_WEBHOOK_URL"),
+            case_link_base=_env("CASE_LINK_BASE", "http://localhost:5005/disclosures/"),
+            ack_timeout_minutes=_int("ACK_TIMEOUT_MINUTES", 30),
+            delivery_max_attempts=_int("DELIVERY_MAX_ATTEMPTS", 12),
+            worker_interval_seconds=_int("WORKER_INTERVAL_SECONDS", 15),
+            # The action server runs the alert worker unless this is off (then run `schoolguide disclosures
+            # worker` on its own).
+            worker_enabled=_bool("WORKER", True),
+            cors_origins=_list("CORS_ORIGINS") or ("*",),
+        )
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (read from the environment on first use)."""
+    return Settings.from_env()

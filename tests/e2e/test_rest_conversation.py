@@ -1,0 +1,79 @@
+"""The whole path, through the running servers: REST channel -> Rasa -> action server -> clause base."""
+
+import pytest
+import requests
+
+from bot.knowledge import get_knowledge
+
+pytestmark = pytest.mark.e2e
+
+
+def _texts(messages):
+    return [m["text"] for m in messages if "text" in m]
+
+
+def _custom(messages):
+    return [m["custom"] for m in messages if "custom" in m]
+
+
+def test_greet_question_goodbye(stack):
+    metadata = {"school": "lunsford", "audience": "parent"}
+    hello = stack.say("e2e-parent", "hi", metadata)
+    assert any("social media policy" in t for t in _texts(hello))
+
+    answer = stack.say("e2e-parent", "Can teachers follow my son on Instagram?", metadata)
+    expected = get_knowledge().answer("lunsford", "staff-befriend-pupils", "parent")
+    assert any(t.startswith(expected.text) and "Source:" in t for t in _texts(answer)), answer
+    [payload] = _custom(answer)
+    assert payload["type"] == "policy_answer" and payload["school"] == "lunsford"
+    assert payload["clauses"][0]["id"].startswith("lunsford.")
+
+    bye = stack.say("e2e-parent", "thanks, bye", metadata)
+    assert _texts(bye)
+
+
+def test_pupil_gets_the_pupil_wording(stack):
+    metadata = {"school": "scotts", "audience": "pupil"}
+    answer = stack.say("e2e-pupil", "can my teacher add me on snap", metadata)
+    texts = _texts(answer)
+    payloads = _custom(answer)
+    assert payloads and payloads[0]["school"] == "scotts" and payloads[0]["audience"] == "pupil"
+    topic = payloads[0]["topic"]
+    assert texts[0].startswith(get_knowledge().answer("scotts", topic, "pupil").text)
+
+
+@pytest.mark.parametrize(
+    "message",
+    ["", " ", "x" * 9_000, "\u202e\u200b\U0001F600" * 50, "<script>alert(1)</script>", "💬" * 500],
+)
+def test_odd_input_gets_a_reply_not_a_crash(stack, message):
+    replies = stack.say("e2e-odd", message, {"school": "lunsford", "audience": "parent"})
+    assert isinstance(replies, list)
+    for reply in replies:
+        assert "<script>" not in reply.get("text", "")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        [1, 2],
+        "not an object",
+        {"sender": "x"},
+        {"sender": "x", "message": 5},
+        {"sender": ["x"], "message": "hi"},
+        {"sender": "x", "message": "hi", "metadata": "lunsford"},
+        {"sender": "x", "message": "x" * 20_000},
+    ],
+)
+def test_malformed_requests_get_a_clear_400(stack, body):
+    response = requests.post(f"{stack.rasa_url}/webhooks/rest/webhook", json=body, timeout=30)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]
+
+
+def test_invalid_json_gets_a_clear_400(stack):
+    response = requests.post(
+        f"{stack.rasa_url}/webhooks/rest/webhook", data=b"{not json", timeout=30,
+        headers={"Content-Type": "application/json"},
+    )  # fmt: skip
+    assert response.status_code == 400, response.text

@@ -1,0 +1,197 @@
+"""``schoolguide disclosures ...`` run through its real argument parser against a real database."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import stat
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from bot.safeguarding import cli
+from bot.safeguarding.store import AuditEvent, Disclosure, get_engine
+
+WORDS = "my teacher says our chats are a secret"
+
+
+@pytest.fixture
+def run(settings, monkeypatch, capsys):
+    """Run the CLI with the test settings in the environment; returns (exit code, stdout, stderr)."""
+    env = {
+        "SCHOOLGUIDE_VAR_DIR": str(settings.var_dir),
+        "SCHOOLGUIDE_DATABASE_URL": settings.database_url,
+        "SCHOOLGUIDE_TRACKER_DATABASE_URL": settings.tracker_database_url,
+        "SCHOOLGUIDE_ENCRYPTION_KEY": settings.encryption_key,
+        "SCHOOLGUIDE_SPOOL_DIR": str(settings.spool_dir),
+        "SCHOOLGUIDE_DSL_EMAILS": ",".join(settings.dsl_emails),
+        "SCHOOLGUIDE_SMTP_HOST": settings.smtp_host,
+        "SCHOOLGUIDE_SMTP_PORT": str(settings.smtp_port),
+        "USER": "mr.admin",
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+
+    def invoke(*argv: str) -> tuple[int, str, str]:
+        parser = argparse.ArgumentParser(prog="schoolguide")
+        cli.register(parser.add_subparsers(dest="command"))
+        args = parser.parse_args(list(argv))
+        capsys.readouterr()
+        code = args.func(args)
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return invoke
+
+
+def _audit(settings) -> list[tuple[str, str, str]]:
+    with Session(get_engine(settings.database_url), future=True) as session:
+        rows = session.execute(
+            select(Disclosure.reference, AuditEvent.action, AuditEvent.actor)
+            .join(Disclosure, Disclosure.id == AuditEvent.disclosure_id)
+            .order_by(AuditEvent.id)
+        ).all()
+    return [tuple(row) for row in rows]
+
+
+def test_list_json_shape_and_it_is_audited_as_a_read(settings, record, run):
+    first = record(settings, text=WORDS, school="lunsford").reference
+    second = record(
+        settings,
+        message_id="m2",
+        text="I want to die",
+        school="scotts",
+        categories=["self_harm_suicide"],
+        audience="staff",
+    ).reference
+
+    code, out, _ = run("disclosures", "list", "--json", "--by", "Ms Patel")
+    assert code == 0
+    listed = json.loads(out)
+    assert isinstance(listed, list) and len(listed) == 2
+    required = {
+        "reference",
+        "sender_id",
+        "school",
+        "audience",
+        "categories",
+        "risk",
+        "status",
+        "created_at",
+        "text",
+    }
+    for item in listed:
+        assert required <= set(item)
+    by_reference = {item["reference"]: item for item in listed}
+    assert by_reference[first]["text"] == WORDS
+    assert by_reference[first]["categories"] == ["sexual_abuse_grooming", "adult_boundary_breach"]
+    assert by_reference[second]["school"] == "scotts" and by_reference[second]["audience"] == "staff"
+    assert by_reference[second]["status"] == "new" and by_reference[second]["sender_id"] == "conv-1"
+    assert by_reference[second]["created_at"].startswith("20")
+    assert [a for a in _audit(settings) if a[1] == "read"] == [
+        (first, "read", "Ms Patel"),
+        (second, "read", "Ms Patel"),
+    ]
+
+    code, out, _ = run("disclosures", "list", "--json", "--school", "scotts")
+    assert [item["reference"] for item in json.loads(out)] == [second]
+    assert _audit(settings)[-1] == (second, "read", "mr.admin")  # $USER when no --by
+
+
+def test_plain_list_shows_no_words_and_is_not_a_read(settings, record, run):
+    reference = record(settings).reference
+    code, out, _ = run("disclosures", "list")
+    assert code == 0 and reference in out and WORDS not in out
+    assert all(action != "read" for _, action, _ in _audit(settings))
+
+
+def test_show_prints_the_words_and_audits_the_read(settings, record, run):
+    reference = record(settings, text="someone is sharing my nudes\nplease help 😢").reference
+    code, out, _ = run("disclosures", "show", reference, "--by", "Ms Patel")
+    assert code == 0
+    assert "someone is sharing my nudes" in out and "please help" in out
+    assert "user: hi" in out and reference in out and "email dsl@lunsford.example: pending" in out
+    assert _audit(settings)[-1] == (reference, "read", "Ms Patel")
+
+    code, _, err = run("disclosures", "show", "SG-NOPE-NOPE")
+    assert code == 1 and "no disclosure" in err
+
+
+def test_show_survives_malformed_unicode(settings, record, run):
+    reference = record(settings, text="broken \ud83d surrogate").reference
+    code, out, _ = run("disclosures", "show", reference.lower())  # references are case-insensitive
+    assert code == 0 and "surrogate" in out
+
+
+def test_ack_moves_new_to_acknowledged_once(settings, record, run):
+    reference = record(settings).reference
+    code, out, _ = run("disclosures", "ack", reference, "--by", "Ms Patel")
+    assert code == 0 and "new -> acknowledged" in out
+    code, out, _ = run("disclosures", "ack", reference, "--by", "Mr Other")
+    assert code == 0 and "already acknowledged" in out
+    with Session(get_engine(settings.database_url), future=True) as session:
+        row = session.execute(select(Disclosure)).scalar_one()
+    assert (row.status, row.acknowledged_by) == ("acknowledged", "Ms Patel")
+    assert [a for a in _audit(settings) if a[1] == "status_changed"] == [
+        (reference, "status_changed", "Ms Patel")
+    ]
+
+    code, out, _ = run("disclosures", "status", reference, "closed", "--by", "Ms Patel")
+    assert code == 0 and "acknowledged -> closed" in out
+    code, out, _ = run("disclosures", "list", "--json", "--status", "closed")
+    assert [item["reference"] for item in json.loads(out)] == [reference]
+
+
+def test_ack_requires_a_name(settings, record, run):
+    reference = record(settings).reference
+    with pytest.raises(SystemExit):
+        run("disclosures", "ack", reference)
+    code, _, err = run("disclosures", "ack", reference, "--by", "  ")
+    assert code == 1 and "--by" in err
+
+
+def test_export_csv_writes_an_owner_only_file_and_audits_each_row(settings, record, run, tmp_path):
+    first = record(settings).reference
+    second = record(settings, message_id="m2", text='quotes " and, commas\nand lines').reference
+    output = tmp_path / "export.csv"
+
+    code, _, err = run("disclosures", "export", "--csv", "--output", str(output), "--by", "Ms Patel")
+    assert code == 0 and "Exported 2" in err
+    assert stat.S_IMODE(output.stat().st_mode) == 0o600
+    rows = list(csv.DictReader(output.open(encoding="utf-8", newline="")))
+    assert [row["reference"] for row in rows] == [first, second]
+    assert rows[0]["text"] == WORDS and rows[1]["text"] == 'quotes " and, commas\nand lines'
+    assert rows[0]["categories"] == "sexual_abuse_grooming;adult_boundary_breach"
+    exported = [a for a in _audit(settings) if a[1] == "exported"]
+    assert exported == [(first, "exported", "Ms Patel"), (second, "exported", "Ms Patel")]
+
+    code, out, _ = run("disclosures", "export", "--csv")
+    assert code == 0 and out.startswith("reference,created_at") and WORDS in out
+
+
+def test_replay_deliver_and_reconcile_commands(settings, record, run, smtp_server, tmp_path):
+    import dataclasses
+
+    down = dataclasses.replace(
+        settings, database_url="sqlite:///" + str(tmp_path / "file" / "x" / "db.sqlite")
+    )
+    (tmp_path / "file").write_text("")
+    spooled = record(down)
+    assert spooled.stored == "spool"
+
+    code, out, _ = run("disclosures", "replay")
+    assert code == 0 and "Replayed 1" in out
+    code, out, _ = run("disclosures", "replay")
+    assert code == 0 and "Replayed 0" in out
+
+    handler = smtp_server(settings.smtp_port)
+    code, out, _ = run("disclosures", "deliver")
+    assert code == 0 and "Sent 2" in out and len(handler.messages) == 2
+
+    code, out, _ = run("disclosures", "reconcile")
+    assert code == 0 and "newly recorded: 0" in out
+
+    code, out, _ = run("disclosures", "worker", "--once")
+    assert code == 0 and json.loads(out)["errors"] == {}

@@ -1,0 +1,101 @@
+"""The evaluation's scoring and the BM25 baseline, on the shipped clause base."""
+
+import pytest
+
+from bot.baseline import PolicySearch, policy_sentences, tokens
+from bot.evaluation import GATES, HeldOutQuestion, bm25_scores, gate_failures, load_questions, score_topics
+from bot.knowledge import get_knowledge
+
+
+@pytest.fixture(scope="module")
+def kb():
+    return get_knowledge()
+
+
+def test_policy_sentences_are_normalised_and_searchable(kb):
+    sentences = policy_sentences(kb.policy_texts["lunsford"])
+    assert len(sentences) > 50
+    assert all("**" not in s and "\n" not in s for s in sentences)
+    best = PolicySearch(kb.policy_texts["lunsford"]).best("personal social media accounts contact learners")
+    assert best is not None and "personal" in best.lower()
+
+
+def test_bm25_finds_nothing_for_words_not_in_the_policy(kb):
+    assert PolicySearch(kb.policy_texts["scotts"]).best("zzzz qqqq") is None
+    assert PolicySearch(kb.policy_texts["scotts"]).best("the and of") is None  # stop words only
+    assert tokens("The Teachers, on SNAP!") == ["teachers", "snap"]
+
+
+def test_scores_perfect_and_wrong_predictions(kb):
+    questions = [
+        HeldOutQuestion("can staff friend pupils", "staff-befriend-pupils", "lunsford", "staff"),
+        HeldOutQuestion("how do i report a post", "report-post", "scotts", "parent"),
+    ]
+    perfect = score_topics(kb, questions, lambda q: q.topic)
+    assert (perfect.accuracy, perfect.grounding, perfect.misses) == (1.0, 1.0, [])
+    nothing = score_topics(kb, questions, lambda q: None)
+    assert (nothing.accuracy, nothing.grounding) == (0.0, 0.0)
+    assert nothing.confusions[0][1] == "(none)"
+
+
+def test_grounding_counts_a_different_topic_with_the_same_clauses_as_grounded(kb):
+    # Two topics a school leaves uncovered give the same grounded reply: "the policy does not cover this".
+    silent = [t for t, e in kb.answers["scotts"].items() if not e.covered][:2]
+    question = HeldOutQuestion("?", silent[0], "scotts", "parent")
+    scores = score_topics(kb, [question], lambda q: silent[1])
+    assert scores.accuracy == 0.0 and scores.grounding == 1.0
+
+
+def test_bm25_baseline_cannot_say_not_covered(kb):
+    silent = next(t for t, e in kb.answers["lunsford"].items() if not e.covered)
+    question = HeldOutQuestion(kb.topics[silent].question, silent, "lunsford", "parent")
+    scores = bm25_scores(kb, [question])
+    assert scores.grounding == 0.0
+
+
+def test_gate_failures_name_each_missed_target():
+    good = {
+        "assistant": {"accuracy": 0.95, "grounding": 0.96},
+        "bm25": {"accuracy": 0.3, "grounding": 0.3},
+        "detection": {"recall": 1.0, "false_escalation_rate": 0.05, "misses": []},
+    }
+    assert gate_failures(good) == []
+    bad = {
+        "assistant": {"accuracy": 0.5, "grounding": 0.5},
+        "bm25": {"accuracy": 0.45, "grounding": 0.4},
+        "detection": {"recall": 0.98, "false_escalation_rate": 0.2, "misses": ["i want to die"]},
+    }
+    failures = " | ".join(gate_failures(bad))
+    for word in ("topic accuracy", "grounding", "BM25", "recall", "false escalations"):
+        assert word in failures
+    assert GATES["disclosure_recall"] == 1.0
+
+
+def test_heldout_questions_are_valid_and_never_in_training_data(kb, project_root):
+    questions = load_questions(project_root / "tests" / "heldout" / "policy_questions.yml", kb)
+    assert len(questions) >= 3 * len(kb.topics)
+    per_topic = {t: 0 for t in kb.topics}
+    for q in questions:
+        per_topic[q.topic] += 1
+    assert min(per_topic.values()) >= 3
+    assert {q.school for q in questions} == set(kb.schools)
+    assert {q.audience for q in questions} == {"staff", "parent", "pupil"}
+    leaked = [q.text for q in questions if _fold(q.text) in _training_examples(project_root)]
+    assert leaked == []
+
+
+def _fold(text: str) -> str:
+    return " ".join("".join(c for c in text.lower() if c.isalnum() or c.isspace()).split())
+
+
+def _training_examples(project_root) -> set[str]:
+    import yaml
+
+    examples = set()
+    for path in (project_root / "data" / "nlu").glob("*.yml"):
+        for item in yaml.safe_load(path.read_text()).get("nlu", []):
+            for line in item.get("examples", "").splitlines():
+                if line.strip().startswith("- "):
+                    examples.add(_fold(line.strip()[2:]))
+    assert len(examples) > 500
+    return examples

@@ -1,0 +1,87 @@
+"""Training is skipped when nothing it depends on changed; endpoints come from the settings."""
+
+import shutil
+from dataclasses import replace
+
+import pytest
+import yaml
+
+from bot.runner import model_path, server_commands, training_fingerprint, write_endpoints
+from bot.settings import Settings
+
+
+@pytest.fixture
+def project_copy(tmp_path, project_root):
+    for name in ("config.yml", "domain.yml", "credentials.yml"):
+        shutil.copy(project_root / name, tmp_path / name)
+    shutil.copytree(project_root / "data", tmp_path / "data")
+    shutil.copytree(project_root / "knowledge", tmp_path / "knowledge")
+    base = Settings.from_env()
+    return replace(base, home=tmp_path, knowledge_dir=tmp_path / "knowledge", var_dir=tmp_path / "var")
+
+
+def test_fingerprint_is_stable(project_copy):
+    assert training_fingerprint(project_copy) == training_fingerprint(project_copy)
+    assert model_path(project_copy).name.startswith("schoolguide-")
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda home: (home / "config.yml").write_text((home / "config.yml").read_text() + "\n# tuned\n"),
+        lambda home: (home / "domain.yml").write_text((home / "domain.yml").read_text() + "\n"),
+        lambda home: (home / "data" / "nlu" / "extra.yml").write_text('version: "3.1"\n'),
+        lambda home: (home / "knowledge" / "entities.yml").write_text(
+            (home / "knowledge" / "entities.yml").read_text() + "\n# more\n"
+        ),
+    ],
+    ids=["config", "domain", "training data", "entity vocabulary"],
+)
+def test_fingerprint_changes_with_any_training_input(project_copy, change):
+    from bot.nlp.entities import load_vocabulary
+
+    before = training_fingerprint(project_copy)
+    (project_copy.home / "data" / "nlu").mkdir(parents=True, exist_ok=True)
+    change(project_copy.home)
+    load_vocabulary.cache_clear()
+    assert training_fingerprint(project_copy) != before
+
+
+def test_answers_and_clauses_do_not_force_retraining(project_copy):
+    # The clause base is read by the action server at run time; editing an answer must not retrain.
+    before = training_fingerprint(project_copy)
+    (project_copy.knowledge_dir / "topics.yml").write_text(
+        (project_copy.knowledge_dir / "topics.yml").read_text() + "\n"
+    )
+    assert training_fingerprint(project_copy) == before
+
+
+def test_sqlite_endpoints(project_copy):
+    settings = replace(project_copy, action_port=6055, tracker_database_url="sqlite:///var/t.db")
+    endpoints = yaml.safe_load(write_endpoints(settings).read_text())
+    assert endpoints["action_endpoint"]["url"] == "http://127.0.0.1:6055/webhook"
+    assert endpoints["tracker_store"] == {"type": "SQL", "dialect": "sqlite", "db": "var/t.db"}
+
+
+def test_postgres_endpoints(project_copy):
+    url = "postgresql+psycopg2://sg:secret@db.internal:6543/conversations"
+    endpoints = yaml.safe_load(write_endpoints(replace(project_copy, tracker_database_url=url)).read_text())
+    assert endpoints["tracker_store"] == {
+        "type": "SQL",
+        "dialect": "postgresql",
+        "url": "db.internal",
+        "port": 6543,
+        "db": "conversations",
+        "username": "sg",
+        "password": "secret",
+    }
+
+
+def test_server_commands_use_the_configured_ports(project_copy):
+    settings = replace(project_copy, rasa_port=7005, action_port=7055, cors_origins=("https://school.example",))
+    cmds = server_commands(settings, project_copy.home / "models" / "m.tar.gz")
+    assert cmds["action server"][-2:] == ["--port", "7055"]
+    rasa = cmds["rasa server"]
+    assert rasa[rasa.index("--port") + 1] == "7005"
+    assert rasa[rasa.index("--cors") + 1] == "https://school.example"
+    assert "--credentials" in rasa and "--endpoints" in rasa

@@ -67,7 +67,9 @@ def policy_reply(kb: Any, context: Context, topic: str, platform: str | None = N
 
 def _no_topic_yet(context: Context) -> Reply:
     if context.audience == "pupil":
-        text = "What would you like to know? You can ask me about apps, being safe online or our school's rules."
+        text = (
+            "What would you like to know? You can ask me about apps, being safe online or our school's rules."
+        )
     else:
         text = (
             "Could you tell me a bit more about what you'd like to know? For example: "
@@ -100,7 +102,9 @@ def follow_up_reply(
         lead = f"It is in {school.policy_title}:"
     quotes = "\n".join(f"• {c.section}: “{shorten(c.quote, 400)}”" for c in answer.clauses[:3])
     payload = answer.payload() | {"audience": answer.audience}
-    return Reply(messages=({"text": f"{lead}\n{quotes}"}, {"json_message": payload}), slots={"topic": last_topic})
+    return Reply(
+        messages=({"text": f"{lead}\n{quotes}"}, {"json_message": payload}), slots={"topic": last_topic}
+    )
 
 
 def small_reply(context: Context, intent: str) -> Reply:
@@ -137,7 +141,9 @@ def rephrase_reply(context: Context) -> Reply:
     """Second stage of the fallback: none of the offered topics fitted, so ask for other words."""
     if context.audience == "pupil":
         return Reply(messages=({"text": "Sorry, I'm not sure what you mean. Can you say it another way?"},))
-    return Reply(messages=({"text": "Sorry, I'm not sure I understood. Could you put the question another way?"},))
+    return Reply(
+        messages=({"text": "Sorry, I'm not sure I understood. Could you put the question another way?"},)
+    )
 
 
 def handoff_reply(kb: Any, context: Context) -> Reply:

@@ -24,7 +24,7 @@ COMMAND_MODULES = (
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="schoolguide",
-        description="SchoolGuide: social-media-policy answers with citations, and safe handling of disclosures.",
+        description="SchoolGuide: cited social-media-policy answers, and safe handling of disclosures.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log more detail")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -175,7 +175,9 @@ def gate_failures(results: dict) -> list[str]:
     if d["recall"] < GATES["disclosure_recall"]:
         failures.append(f"disclosure recall {d['recall']:.1%} < 100% (missed: {d['misses']})")
     if d["false_escalation_rate"] > GATES["false_escalation_rate"]:
-        failures.append(f"false escalations {d['false_escalation_rate']:.1%} > {GATES['false_escalation_rate']:.0%}")
+        failures.append(
+            f"false escalations {d['false_escalation_rate']:.1%} > {GATES['false_escalation_rate']:.0%}"
+        )
     return failures
 
 
@@ -192,16 +194,17 @@ def render_markdown(results: dict) -> str:
         f"| grounding (right clauses for that school) | {a['grounding']:.1%} | {b['grounding']:.1%} "
         f"| >= {GATES['grounding']:.0%} |",
         f"| disclosure recall | {d['recall']:.1%} | - | 100% |",
-        f"| false escalations | {d['false_escalation_rate']:.1%} | - | <= {GATES['false_escalation_rate']:.0%} |",
+        f"| false escalations | {d['false_escalation_rate']:.1%} | - "
+        f"| <= {GATES['false_escalation_rate']:.0%} |",
         "",
         "## Most confused topic pairs (expected -> predicted)",
         "",
     ]
     lines += [f"- {x} -> {y}: {n}" for x, y, n in a["confusions"]] or ["- none"]
     lines += ["", "## Misclassified questions", ""]
-    lines += [f"- {m['text']!r} ({m['school']}): {m['expected']} -> {m['predicted']}" for m in a["misses"]] or [
-        "- none"
-    ]
+    lines += [
+        f"- {m['text']!r} ({m['school']}): {m['expected']} -> {m['predicted']}" for m in a["misses"]
+    ] or ["- none"]
     lines += ["", "## Missed disclosures", ""] + ([f"- {m!r}" for m in d["misses"]] or ["- none"])
     lines += ["", "## False escalations", ""] + ([f"- {m!r}" for m in d["false_escalations"]] or ["- none"])
     failures = gate_failures(results)

@@ -105,8 +105,15 @@ def write_endpoints(settings: Settings) -> Path:
         tracker = {"type": "SQL", "dialect": "sqlite", "db": url.path.removeprefix("/")}
         Path(tracker["db"]).parent.mkdir(parents=True, exist_ok=True)
     else:
-        tracker = {"type": "SQL", "dialect": dialect, "url": url.hostname, "port": url.port or 5432,
-                   "db": url.path.removeprefix("/"), "username": url.username, "password": url.password}  # fmt: skip
+        tracker = {
+            "type": "SQL",
+            "dialect": dialect,
+            "url": url.hostname,
+            "port": url.port or 5432,
+            "db": url.path.removeprefix("/"),
+            "username": url.username,
+            "password": url.password,
+        }
     endpoints = {
         "action_endpoint": {"url": f"http://127.0.0.1:{settings.action_port}/webhook"},
         "tracker_store": {k: v for k, v in tracker.items() if v is not None},
@@ -174,7 +181,9 @@ def run_servers(settings: Settings, model: Path) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    train = subparsers.add_parser("train", help="build the spaCy pipeline and train the model if inputs changed")
+    train = subparsers.add_parser(
+        "train", help="build the spaCy pipeline and train the model if inputs changed"
+    )
     train.add_argument("--force", action="store_true", help="train even when the model is up to date")
     train.set_defaults(func=lambda args: (ensure_model(get_settings(), force=args.force), 0)[1])
 

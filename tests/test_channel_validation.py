@@ -10,7 +10,7 @@ from bot.channels.validation import MAX_MESSAGE_CHARS, message_body_problem
         {"message": "hi"},
         {"sender": "a", "message": ""},
         {"sender": "a", "message": "x" * MAX_MESSAGE_CHARS, "metadata": {"school": "lunsford"}},
-        {"sender": "a", "message": "<script>alert(1)</script> \u202e\U0001F600"},
+        {"sender": "a", "message": "<script>alert(1)</script> \u202e\U0001f600"},
     ],
 )
 def test_valid_bodies(body):

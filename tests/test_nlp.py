@@ -1,4 +1,4 @@
-"""The project's own spaCy pipeline: built from spacy.blank("en"), lemmas from lookups, entities from knowledge/."""
+"""The project's own spaCy pipeline: spacy.blank("en"), lookup lemmas, entities from knowledge/."""
 
 import shutil
 
@@ -20,7 +20,9 @@ def test_pipeline_loads_by_path_like_rasa_does(pipeline):
     nlp = spacy.load(pipeline, disable=["parser"])
     assert nlp.path is not None  # Rasa's SpacyNLP refuses a pipeline that was not loaded from disk
     assert nlp.pipe_names == ["lemmatizer", "entity_ruler"]
-    assert spacy.util.is_compatible_version(spacy.about.__version__, spacy.info(str(pipeline))["spacy_version"])
+    assert spacy.util.is_compatible_version(
+        spacy.about.__version__, spacy.info(str(pipeline))["spacy_version"]
+    )
 
 
 def test_lookup_lemmas_work_without_downloads(pipeline):

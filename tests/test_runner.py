@@ -78,7 +78,9 @@ def test_postgres_endpoints(project_copy):
 
 
 def test_server_commands_use_the_configured_ports(project_copy):
-    settings = replace(project_copy, rasa_port=7005, action_port=7055, cors_origins=("https://school.example",))
+    settings = replace(
+        project_copy, rasa_port=7005, action_port=7055, cors_origins=("https://school.example",)
+    )
     cmds = server_commands(settings, project_copy.home / "models" / "m.tar.gz")
     assert cmds["action server"][-2:] == ["--port", "7055"]
     rasa = cmds["rasa server"]

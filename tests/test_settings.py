@@ -9,7 +9,9 @@ def test_defaults_need_no_configuration(monkeypatch):
     for name in ("DATABASE_URL", "DEFAULT_SCHOOL", "DEFAULT_AUDIENCE", "RASA_PORT", "ACTION_PORT", "VAR_DIR"):
         monkeypatch.delenv(f"SCHOOLGUIDE_{name}", raising=False)
     settings = Settings.from_env()
-    assert settings.database_url.startswith("sqlite:///") and settings.database_url.endswith("var/schoolguide.db")
+    assert settings.database_url.startswith("sqlite:///") and settings.database_url.endswith(
+        "var/schoolguide.db"
+    )
     assert settings.default_school == "lunsford"
     assert settings.default_audience == "parent"
     assert (settings.rasa_port, settings.action_port) == (5005, 5055)

@@ -30,9 +30,13 @@ def load_vocabulary(path: Path | None = None) -> dict[str, dict[str, tuple[str, 
     vocabulary: dict[str, dict[str, tuple[str, ...]]] = {}
     for label, values in raw.items():
         if label not in ENTITY_LABELS:
-            raise EntityVocabularyError(f"{path}: {label}: unknown entity label (expected one of {ENTITY_LABELS})")
+            raise EntityVocabularyError(
+                f"{path}: {label}: unknown entity label (expected one of {ENTITY_LABELS})"
+            )
         if not isinstance(values, dict):
-            raise EntityVocabularyError(f"{path}: {label}: expected a mapping of canonical value to spellings")
+            raise EntityVocabularyError(
+                f"{path}: {label}: expected a mapping of canonical value to spellings"
+            )
         vocabulary[label] = {}
         for key, forms in values.items():
             if not isinstance(forms, list) or not all(isinstance(f, str) and f.strip() for f in forms):

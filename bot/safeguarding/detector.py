@@ -52,12 +52,21 @@ RISKS = ("immediate", "high", "medium")
 NO_RISK = "none"
 STRENGTHS = ("strong", "firm", "weak")
 
+# How DisclosureDetector (component.py) records an assessment in Rasa's parse data; kept here so the action
+# server can read it back without importing Rasa.
+DISCLOSE_INTENT = "disclose"
+CATEGORY_ENTITY = "safeguarding_category"
+RISK_ENTITY = "safeguarding_risk"
+PARSE_DATA_KEY = "safeguarding"
+EXTRACTOR_NAME = "DisclosureDetector"
+
 # Invisible characters people (and copy-paste) slip into text: zero-width, bidi controls, BOM, soft hyphen.
 _INVISIBLE = re.compile("[\u00ad\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _TAG = re.compile(r"<[^<>]{0,300}>")
-_QUOTES = str.maketrans({"\u2018": "'", "\u2019": "'", "\u02bc": "'", "\u201b": "'", "`": "'",
-                         "\u201c": '"', "\u201d": '"'})
+_QUOTES = str.maketrans(
+    {"\u2018": "'", "\u2019": "'", "\u02bc": "'", "\u201b": "'", "`": "'", "\u201c": '"', "\u201d": '"'}
+)
 # "step-dad", "self-harm", "far-right": one spelling for the rules to match.
 _WORD_HYPHEN = re.compile(r"(?<=[a-z])[-_]+(?=[a-z])")
 _WORD = re.compile(r"[a-z0-9@$]+")
@@ -76,11 +85,30 @@ class Assessment:
     risk: str = NO_RISK  # "immediate" | "high" | "medium" for disclosures, "none" otherwise
     matched: tuple[str, ...] = ()  # names of the rules (and immediacy cues) that fired
 
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data for Rasa's parse data (``parse_data["safeguarding"]``) and logs."""
+        return {
+            "is_disclosure": self.is_disclosure,
+            "categories": list(self.categories),
+            "risk": self.risk,
+            "matched": list(self.matched),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Assessment | None:
+        """Inverse of :meth:`as_dict`; None when ``data`` is not a recorded assessment."""
+        if not isinstance(data, dict) or "is_disclosure" not in data:
+            return None
+        categories = tuple(c for c in data.get("categories") or () if c in CATEGORIES)
+        risk = data.get("risk") if data.get("risk") in RISKS else NO_RISK
+        matched = tuple(str(m) for m in data.get("matched") or ())
+        return cls(bool(data["is_disclosure"]), categories, risk, matched)
+
 
 NOT_A_DISCLOSURE = Assessment(is_disclosure=False)
 # What to record when the intent classifier alone said "disclose": the category is unknown, and an unknown
 # harm is treated as serious until the DSL has read it.
-CLASSIFIER_ONLY = Assessment(is_disclosure=True, categories=("other",), risk="high", matched=("intent_classifier",))
+CLASSIFIER_ONLY = Assessment(True, categories=("other",), risk="high", matched=("intent_classifier",))
 
 
 @dataclass(frozen=True)
@@ -94,6 +122,7 @@ class Rule:
     immediate: bool
     supporting: bool  # its categories count only when no other rule fired (e.g. secrecy on its own)
     patterns: tuple[str, ...]
+    needs: tuple[str, ...] = ()  # cue names; when set, the rule fires only if one of them is in the message
 
 
 @dataclass(frozen=True)
@@ -109,6 +138,8 @@ class Grammar:
     same_form_past: frozenset[str]
     sentence_ends: frozenset[str]
     clause_ends: frozenset[str]
+    negated_statement_verbs: frozenset[str]  # "dont WANT to...": a statement, not a "do" question
+    subjects: frozenset[str]  # "he hit me" (past) vs "and put it on facebook" (bare)
 
 
 @dataclass(frozen=True)
@@ -140,18 +171,29 @@ def load_vocabulary(path: Path = VOCABULARY_PATH) -> Vocabulary:
         if risk not in RISKS:
             raise VocabularyError(f"category_risk.{category}: {risk!r} is not one of {RISKS}")
     rules = tuple(_rule(entry, category_risk) for entry in raw.get("rules", []))
+    cue_names = set(raw.get("cues") or {})
+    for rule in rules:
+        unknown = sorted(set(rule.needs) - cue_names)
+        if unknown:
+            raise VocabularyError(f"rule {rule.name!r}: needs unknown cues {unknown}")
     names = [rule.name for rule in rules]
     if len(set(names)) != len(names):
         raise VocabularyError("rule names must be unique")
     grammar_raw = raw.get("grammar", {})
-    grammar = Grammar(**{key: frozenset(str(w).lower() for w in grammar_raw.get(key, ()))
-                         for key in Grammar.__dataclass_fields__})
+    grammar = Grammar(
+        **{
+            key: frozenset(str(w).lower() for w in grammar_raw.get(key, ()))
+            for key in Grammar.__dataclass_fields__
+        }
+    )
     return Vocabulary(
         max_chars=int(limits.get("max_chars", 6000)),
         tail_chars=int(limits.get("tail_chars", 2000)),
         variants={str(k).lower(): str(v).lower() for k, v in (raw.get("variants") or {}).items()},
         leet={str(k): str(v) for k, v in (raw.get("leet") or {}).items()},
-        classes={name: tuple(str(w).lower() for w in words) for name, words in raw.get("classes", {}).items()},
+        classes={
+            name: tuple(str(w).lower() for w in words) for name, words in raw.get("classes", {}).items()
+        },
         cues={name: tuple(pats) for name, pats in raw.get("cues", {}).items()},
         immediacy={name: tuple(pats) for name, pats in raw.get("immediacy", {}).items()},
         category_risk=category_risk,
@@ -174,8 +216,17 @@ def _rule(entry: dict[str, Any], category_risk: dict[str, str]) -> Rule:
     patterns = tuple(entry.get("patterns") or ())
     if not patterns:
         raise VocabularyError(f"rule {name!r}: no patterns")
-    return Rule(name, categories, strength, risk, bool(entry.get("immediate", False)),
-                bool(entry.get("supporting", False)), patterns)
+    needs = tuple(entry.get("needs") or ())
+    return Rule(
+        name,
+        categories,
+        strength,
+        risk,
+        bool(entry.get("immediate", False)),
+        bool(entry.get("supporting", False)),
+        patterns,
+        needs,
+    )
 
 
 def _risk_rank(risk: str) -> int:
@@ -195,7 +246,7 @@ def blank_pipeline() -> Language:
 
 
 def load_pipeline(model_path: Path | None = None) -> Language:
-    """The project's saved pipeline (``schoolguide build-nlp``) when it exists, else :func:`blank_pipeline`."""
+    """The project's pipeline (``schoolguide build-nlp``) if it is there, else :func:`blank_pipeline`."""
     if model_path is None:
         from bot.settings import get_settings
 
@@ -207,8 +258,9 @@ def load_pipeline(model_path: Path | None = None) -> Language:
                 return nlp
             logger.warning("spaCy pipeline at %s has no lemmatizer; using the blank pipeline", model_path)
         except Exception:  # a half-written or incompatible model must not stop detection
-            logger.warning("could not load spaCy pipeline at %s; using the blank pipeline", model_path,
-                           exc_info=True)
+            logger.warning(
+                "could not load spaCy pipeline at %s; using the blank pipeline", model_path, exc_info=True
+            )
     return blank_pipeline()
 
 
@@ -261,8 +313,10 @@ class _PatternCompiler:
             combos *= len(alternatives)
         if combos > _MAX_EXPANSIONS:
             raise VocabularyError(f"pattern {line!r} expands to {combos} patterns; split it")
-        return [_Compiled([tok for part in choice for tok in part], frozenset(verb_forms))
-                for choice in product(*elements)]
+        return [
+            _Compiled([tok for part in choice for tok in part], frozenset(verb_forms))
+            for choice in product(*elements)
+        ]
 
     def _element(self, raw: str) -> tuple[list[list[dict[str, Any]]], set[str]]:
         if raw.startswith("~"):
@@ -357,12 +411,17 @@ class Detector:
         for name, lines in vocabulary.cues.items():
             self._cue_matcher.add(f"cue:{name}", [c.tokens for line in lines for c in compiler.compile(line)])
         for name, lines in vocabulary.immediacy.items():
-            self._cue_matcher.add(f"immediacy.{name}", [c.tokens for line in lines for c in compiler.compile(line)])
+            self._cue_matcher.add(
+                f"immediacy.{name}", [c.tokens for line in lines for c in compiler.compile(line)]
+            )
         self._variants = vocabulary.variants
         self._known = self._known_words(compiler)
         keys = sorted(self._variants, key=len, reverse=True)
-        self._variant_re = (re.compile(r"(?<![\w'])(" + "|".join(re.escape(k) for k in keys) + r")(?![\w'])")
-                            if keys else None)
+        self._variant_re = (
+            re.compile(r"(?<![\w'])(" + "|".join(re.escape(k) for k in keys) + r")(?![\w'])")
+            if keys
+            else None
+        )
 
     # -- normalisation --
 
@@ -375,6 +434,7 @@ class Detector:
             for line in rule.patterns:
                 words.update(w for w in re.split(r"[\s|^=?@~]+", line) if w.isalpha())
         words.update(self._variants)
+        words.update(self.nlp.Defaults.stop_words)  # "soooo" -> "so": the lemma table lacks function words
         try:
             table = self.nlp.get_pipe("lemmatizer").lookups.get_table("lemma_lookup")
             words.update(table.values())
@@ -393,11 +453,13 @@ class Detector:
             return word
         candidates: list[str] = []
         if _RUN.search(word):
-            runs = _RUN.findall(word)[:4]
-            for lengths in product((2, 1), repeat=len(runs)):
-                candidate, it = word, iter(lengths)
-                candidate = _RUN.sub(lambda m: m.group(1) * next(it), candidate)
-                candidates.append(candidate)
+            parts = _RUN.split(word)  # text, run letter, text, run letter, ..., text
+            letters = parts[1::2][:4]
+            for lengths in product((2, 1), repeat=len(letters)):
+                rebuilt = [parts[0]]
+                for i, letter in enumerate(parts[1::2]):
+                    rebuilt += [letter * (lengths[i] if i < len(lengths) else 2), parts[2 * i + 2]]
+                candidates.append("".join(rebuilt))
         if any(ch.isalpha() for ch in word):
             leet = "".join(
                 self.vocabulary.leet.get(ch, ch) if 0 < i < len(word) - 1 else ch for i, ch in enumerate(word)
@@ -433,7 +495,7 @@ class Detector:
     # -- assessment --
 
     def assess(self, text: Any, doc: Doc | None = None) -> Assessment:
-        """Assess one message; ``doc`` (e.g. from Rasa's SpacyNLP) is reused when it fits the normalised text."""
+        """Assess one message; ``doc`` (e.g. Rasa SpacyNLP's) is reused when it fits the normalised text."""
         try:
             normalised = self.normalise(text)
             if not normalised:
@@ -455,7 +517,7 @@ class Detector:
         for key, start, end in self._rule_matcher(doc):
             name = self.nlp.vocab.strings[key]
             rule = self._rules[name.split("#", 1)[0]]
-            if rule.name in fired:
+            if rule.name in fired or (rule.needs and not any(f"cue:{cue}" in cues for cue in rule.needs)):
                 continue
             sentence = next((s for s in sentences if s.start <= start < s.end), sentences[-1])
             if self._fires(doc, rule, start, end, self._verbs[name], sentence, anchored):
@@ -472,27 +534,46 @@ class Detector:
             risk = max((rule.risk for rule in fired.values()), key=_risk_rank)
         return Assessment(True, categories, risk, tuple(sorted(fired)) + tuple(immediacy))
 
-    def _fires(self, doc: Doc, rule: Rule, start: int, end: int, verb_forms: frozenset[str],
-               sentence: _Sentence, anchored: bool) -> bool:
+    def _fires(
+        self,
+        doc: Doc,
+        rule: Rule,
+        start: int,
+        end: int,
+        verb_forms: frozenset[str],
+        sentence: _Sentence,
+        anchored: bool,
+    ) -> bool:
         if rule.strength == "strong" or anchored:
             return True
         close_person = rule.strength == "firm" and sentence.kin
-        if sentence.question and any(at < start for at in sentence.hypothetical_at):
+        verb = self._verb_index(doc, start, end, verb_forms)
+        # "staff do WHEN a carer sends them...": the event is hypothetical if a marker comes before its verb
+        event_at = start if verb is None else verb
+        if sentence.question and any(at < event_at for at in sentence.hypothetical_at):
             return close_person
-        realised = self._realised(doc, start, end, verb_forms, sentence.start)
+        realised = verb is not None and self._realised(doc, verb, sentence.start)
         if sentence.question:
-            # "support for children who have been bullied?" is general; "...that my teacher messages me?" is not.
+            # "support for children who have been bullied?" is general; "...my teacher messages me?" is not.
             return (realised and sentence.specific) or close_person
         return realised or sentence.specific or rule.strength == "firm"
 
-    def _realised(self, doc: Doc, start: int, end: int, verb_forms: frozenset[str], floor: int) -> bool:
-        """Is the match's event verb a real event (past, 3rd person, progressive) rather than "can message"?"""
+    @staticmethod
+    def _verb_index(doc: Doc, start: int, end: int, verb_forms: frozenset[str]) -> int | None:
+        """Where the pattern's event verb (marked ^ in the vocabulary) is in the match, if it has one."""
         if not verb_forms:
-            return False
-        index = next((i for i in range(start, end)
-                      if doc[i].lemma_.lower() in verb_forms or doc[i].lower_ in verb_forms), None)
-        if index is None:
-            return False
+            return None
+        return next(
+            (
+                i
+                for i in range(start, end)
+                if doc[i].lemma_.lower() in verb_forms or doc[i].lower_ in verb_forms
+            ),
+            None,
+        )
+
+    def _realised(self, doc: Doc, index: int, floor: int) -> bool:
+        """Is the event verb a real event (past, 3rd person, progressive) rather than "can message"?"""
         g = self._grammar
         token = doc[index]
         lower, lemma = token.lower_, token.lemma_.lower()
@@ -508,7 +589,7 @@ class Detector:
             return any(doc[i].lower_ in g.progressive_aux for i in range(max(floor, index - 3), index))
         if lower != lemma and lower.endswith("s"):
             return True
-        return lower in g.same_form_past and previous not in {"do", "does", "did"}
+        return lower in g.same_form_past and previous in g.subjects
 
     def _sentences(self, doc: Doc, cues: dict[str, list[tuple[int, int]]]) -> list[_Sentence]:
         g = self._grammar
@@ -527,14 +608,22 @@ class Detector:
 
         sentences = []
         for lo, hi in bounds:
-            question = (any(doc[i].lower_ == "?" for i in range(lo, hi)) or bool(inside("policy", lo, hi))
-                        or self._has_opener(doc, lo, hi))
-            sentences.append(_Sentence(
-                start=lo, end=hi, question=question,
-                hypothetical_at=tuple(inside("hypothetical", lo, hi)),
-                specific=bool(inside("specific", lo, hi)) or bool(inside("kin", lo, hi)),
-                kin=bool(inside("kin", lo, hi)),
-            ))
+            question = (
+                any(doc[i].lower_ == "?" for i in range(lo, hi))
+                or bool(inside("policy", lo, hi))
+                or bool(inside("question", lo, hi))
+                or self._has_opener(doc, lo, hi)
+            )
+            sentences.append(
+                _Sentence(
+                    start=lo,
+                    end=hi,
+                    question=question,
+                    hypothetical_at=tuple(inside("hypothetical", lo, hi)),
+                    specific=bool(inside("specific", lo, hi)) or bool(inside("kin", lo, hi)),
+                    kin=bool(inside("kin", lo, hi)),
+                )
+            )
         return sentences
 
     def _has_opener(self, doc: Doc, lo: int, hi: int) -> bool:
@@ -550,10 +639,18 @@ class Detector:
                 continue
             if lower in g.fillers or doc[i].is_punct:
                 continue
-            if lower in g.openers:
+            if lower in g.openers and not self._negated_statement(doc, i, hi):
                 return True
             clause_start = False
         return False
+
+    def _negated_statement(self, doc: Doc, i: int, hi: int) -> bool:
+        """ "dont want to wake up" starts with "do" but is a statement (the subject was dropped)."""
+        return (
+            i + 2 < hi
+            and doc[i + 1].lower_ in {"nt", "n't", "not"}
+            and doc[i + 2].lemma_.lower() in self._grammar.negated_statement_verbs
+        )
 
 
 @lru_cache(maxsize=1)
@@ -565,3 +662,27 @@ def get_detector() -> Detector:
 def assess(text: str, doc: Doc | None = None) -> Assessment:
     """Does ``text`` disclose harm to a child? Never raises; see :class:`Assessment`."""
     return get_detector().assess(text, doc)
+
+
+def assessment_from_parse_data(parse_data: dict[str, Any] | None) -> Assessment | None:
+    """What DisclosureDetector recorded in a parse result (``tracker.latest_message``), if anything.
+
+    Prefers ``parse_data["safeguarding"]``; falls back to the ``safeguarding_*`` entities.
+    """
+    if not isinstance(parse_data, dict):
+        return None
+    recorded = Assessment.from_dict(parse_data.get(PARSE_DATA_KEY))
+    if recorded is not None:
+        return recorded
+    entities = [e for e in parse_data.get("entities") or [] if isinstance(e, dict)]
+    categories = tuple(
+        c
+        for c in CATEGORIES
+        if any(e.get("entity") == CATEGORY_ENTITY and e.get("value") == c for e in entities)
+    )
+    risks = [e.get("value") for e in entities if e.get("entity") == RISK_ENTITY and e.get("value") in RISKS]
+    if not categories and not risks:
+        return None
+    return Assessment(
+        True, categories or ("other",), min(risks, key=RISKS.index) if risks else "high", ("entities",)
+    )

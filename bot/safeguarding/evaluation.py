@@ -2,8 +2,8 @@
 
 ``evaluate_detection(parse, disclosures, questions)`` takes a function from text to predicted intent name, so
 the same numbers come out for the rules layer alone (:func:`rules_parse`) and for the full trained model
-(``make eval`` passes a parser backed by the Rasa agent). The gate is recall 1.0 on disclosures and at most 10%
-of ordinary sensitive questions escalated.
+(``make eval`` passes a parser backed by the Rasa agent). The gate is recall 1.0 on disclosures and at most
+10% of ordinary sensitive questions escalated.
 
 Run ``python -m bot.safeguarding.evaluation`` for the rules-layer report.
 """
@@ -56,12 +56,15 @@ class DetectionReport:
     disclosures: int = 0
     questions: int = 0
 
-    def passes(self, min_recall: float = MIN_RECALL, max_false_escalation: float = MAX_FALSE_ESCALATION) -> bool:
+    def passes(
+        self, min_recall: float = MIN_RECALL, max_false_escalation: float = MAX_FALSE_ESCALATION
+    ) -> bool:
         return self.recall >= min_recall and self.false_escalation_rate <= max_false_escalation
 
     def summary(self) -> str:
         lines = [
-            f"disclosure recall: {self.recall:.3f} ({self.disclosures - len(self.misses)}/{self.disclosures})",
+            f"disclosure recall: {self.recall:.3f} "
+            f"({self.disclosures - len(self.misses)}/{self.disclosures})",
             f"false escalations: {self.false_escalation_rate:.3f} "
             f"({len(self.false_escalations)}/{self.questions})",
         ]
@@ -126,7 +129,7 @@ def evaluate_detection(
     questions: Sequence[Any],
     intent: str = DISCLOSE_INTENT,
 ) -> DetectionReport:
-    """Run ``parse`` (text -> predicted intent name) over both sets. Items need ``text`` (attribute or key)."""
+    """Run ``parse`` (text -> intent name) over both sets; items have ``text`` (attribute or key)."""
     misses = tuple(item for item in disclosures if parse(_text(item)) != intent)
     false = tuple(item for item in questions if parse(_text(item)) == intent)
     recall = 1 - len(misses) / len(disclosures) if disclosures else 1.0

@@ -5,7 +5,12 @@ from __future__ import annotations
 import pytest
 from rasa_sdk.events import SlotSet, UserUtteranceReverted
 
-from actions.policy import ActionAnswerPolicy, ActionDefaultAskAffirmation, ActionDefaultFallback, ActionFollowUp
+from actions.policy import (
+    ActionAnswerPolicy,
+    ActionDefaultAskAffirmation,
+    ActionDefaultFallback,
+    ActionFollowUp,
+)
 from bot.knowledge import get_knowledge
 
 DOMAIN: dict = {}
@@ -148,7 +153,12 @@ async def test_handoff_names_the_schools_contact_and_reverts(tracker_factory, di
 
 @pytest.mark.parametrize(
     "metadata",
-    [None, {"school": 5}, {"school": "<img src=x onerror=alert(1)>", "audience": "admin"}, {"audience": None}],
+    [
+        None,
+        {"school": 5},
+        {"school": "<img src=x onerror=alert(1)>", "audience": "admin"},
+        {"audience": None},
+    ],
 )
 async def test_bad_metadata_still_gets_a_real_answer(tracker_factory, dispatcher, metadata):
     tracker = tracker_factory(metadata=metadata, slots={"school": None, "audience": None})

@@ -24,13 +24,17 @@ def _slots(events):
 
 
 async def test_metadata_becomes_slots(dispatcher):
-    events = await ActionSessionStart().run(dispatcher, _tracker({"school": "lseat", "audience": "staff"}), {})
+    events = await ActionSessionStart().run(
+        dispatcher, _tracker({"school": "lseat", "audience": "staff"}), {}
+    )
     assert events[0]["event"] == "session_started"
     assert _slots(events) == {"school": "lseat", "audience": "staff"}
     assert (events[-1]["event"], events[-1]["name"]) == ("action", "action_listen")
 
 
-@pytest.mark.parametrize("metadata", [None, {}, {"school": "nowhere", "audience": "alien"}, ["lunsford"], "x"])
+@pytest.mark.parametrize(
+    "metadata", [None, {}, {"school": "nowhere", "audience": "alien"}, ["lunsford"], "x"]
+)
 async def test_missing_or_invalid_metadata_gives_the_defaults(dispatcher, metadata):
     events = await ActionSessionStart().run(dispatcher, _tracker(metadata), {})
     assert _slots(events) == {"school": "lunsford", "audience": "parent"}

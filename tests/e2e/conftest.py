@@ -40,6 +40,29 @@ class Stack:
         return response.json()
 
 
+def wait_for(condition, timeout: float, interval: float = 1.0):
+    """Call ``condition`` until it returns something truthy (exceptions count as not yet); return that."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            result = condition()
+            if result:
+                return result
+        except Exception as exc:  # the server may not be up yet
+            last_error = exc
+        time.sleep(interval)
+    raise TimeoutError(f"condition not met within {timeout}s (last error: {last_error!r})")
+
+
+@pytest.fixture(scope="session")
+def e2e():
+    """Helpers for tests that start their own servers."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(free_port=free_port, wait_for=wait_for)
+
+
 def _wait_until_up(url: str, proc: subprocess.Popen, log: Path) -> None:
     deadline = time.monotonic() + STARTUP_TIMEOUT
     while time.monotonic() < deadline:

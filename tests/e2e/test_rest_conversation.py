@@ -21,12 +21,19 @@ def test_greet_question_goodbye(stack):
     hello = stack.say("e2e-parent", "hi", metadata)
     assert any("social media policy" in t for t in _texts(hello))
 
-    answer = stack.say("e2e-parent", "Can teachers follow my son on Instagram?", metadata)
-    expected = get_knowledge().answer("lunsford", "staff-befriend-pupils", "parent")
-    assert any(t.startswith(expected.text) and "Source:" in t for t in _texts(answer)), answer
+    question = "Are teachers allowed to add current pupils on their personal Instagram?"
+    answer = stack.say("e2e-parent", question, metadata)
     [payload] = _custom(answer)
     assert payload["type"] == "policy_answer" and payload["school"] == "lunsford"
-    assert payload["clauses"][0]["id"].startswith("lunsford.")
+    assert payload["topic"] in ("staff-befriend-pupils", "pupils-befriend-staff")
+    expected = get_knowledge().answer("lunsford", payload["topic"], "parent")
+    # Rasa's REST channel sends each paragraph as its own message: the answer, then its citation.
+    texts = _texts(answer)
+    assert texts[0] == expected.text
+    assert (
+        texts[1].startswith("Source: Lunsford Primary School") and expected.clauses[0].quote[:30] in texts[1]
+    )
+    assert [c["id"] for c in payload["clauses"]] == [c.id for c in expected.clauses]
 
     bye = stack.say("e2e-parent", "thanks, bye", metadata)
     assert _texts(bye)
@@ -39,12 +46,13 @@ def test_pupil_gets_the_pupil_wording(stack):
     payloads = _custom(answer)
     assert payloads and payloads[0]["school"] == "scotts" and payloads[0]["audience"] == "pupil"
     topic = payloads[0]["topic"]
-    assert texts[0].startswith(get_knowledge().answer("scotts", topic, "pupil").text)
+    assert texts[0] == get_knowledge().answer("scotts", topic, "pupil").text
+    assert not any(t.startswith("Source:") for t in texts)  # pupils get the plain line, not the quote
 
 
 @pytest.mark.parametrize(
     "message",
-    ["", " ", "x" * 9_000, "\u202e\u200b\U0001F600" * 50, "<script>alert(1)</script>", "💬" * 500],
+    ["", " ", "x" * 9_000, "\u202e\u200b\U0001f600" * 50, "<script>alert(1)</script>", "💬" * 500],
 )
 def test_odd_input_gets_a_reply_not_a_crash(stack, message):
     replies = stack.say("e2e-odd", message, {"school": "lunsford", "audience": "parent"})

@@ -1,0 +1,52 @@
+"""The safe reply to a disclosure, per audience (texts and the rules they follow: ``replies.yml``).
+
+``safe_reply(audience)`` returns the same static text the domain's ``utter_disclosure_safe`` response carries;
+with ``school_facts`` (a school.yml mapping) the staff and parent texts also name the school's DSL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bot.settings import AUDIENCES
+
+REPLIES_PATH = Path(__file__).with_name("replies.yml")
+DSL_PHRASE = "Designated Safeguarding Lead"
+# When we do not know who is writing, answer as if it may be a child: that text is safe for anyone.
+FALLBACK_AUDIENCE = "pupil"
+
+
+@lru_cache(maxsize=4)
+def load_replies(path: Path = REPLIES_PATH) -> dict[str, str]:
+    """The reply text for every audience; raises ValueError when one is missing or empty."""
+    data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    replies = data.get("replies") or {}
+    missing = [audience for audience in AUDIENCES if not str(replies.get(audience) or "").strip()]
+    if missing:
+        raise ValueError(f"{path}: no safe reply for {', '.join(missing)}")
+    return {audience: str(replies[audience]).strip() for audience in AUDIENCES}
+
+
+def safe_reply(audience: str | None, school_facts: Mapping[str, Any] | None = None) -> str:
+    """The reply for ``audience`` (unknown: the pupil text), naming the DSL for adults when known."""
+    replies = load_replies()
+    audience = audience if audience in replies else FALLBACK_AUDIENCE
+    text = replies[audience]
+    names = _dsl_names(school_facts)
+    if names and audience != "pupil" and DSL_PHRASE in text:
+        # Pupils keep the plain wording (reading age); adults benefit from knowing who will call.
+        text = text.replace(DSL_PHRASE, f"{DSL_PHRASE} ({names})", 1)
+    return text
+
+
+def _dsl_names(school_facts: Mapping[str, Any] | None) -> str:
+    if not isinstance(school_facts, Mapping):
+        return ""
+    people = school_facts.get("dsl") or []
+    names = [str(p.get("name")).strip() for p in people if isinstance(p, Mapping) and p.get("name")]
+    return " or ".join(names)

@@ -11,7 +11,6 @@ from actions.policy import (
     ActionFollowUp,
 )
 from actions.safeguarding import ActionDisclosureReference, ActionLogDisclosure, maybe_start_worker
-from actions.session import ActionSessionStart
 
 __all__ = [
     "ActionAnswerPolicy",
@@ -21,7 +20,6 @@ __all__ = [
     "ActionDisclosureReference",
     "ActionFollowUp",
     "ActionLogDisclosure",
-    "ActionSessionStart",
 ]
 
 # The action server is where disclosures arrive, so it also runs the alert worker (SCHOOLGUIDE_WORKER=off

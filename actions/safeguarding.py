@@ -4,29 +4,64 @@ The rule is: intent ``disclose`` -> ``action_log_disclosure`` -> ``utter_disclos
 ``action_disclosure_reference``. The logging action sends nothing and never raises: whatever goes wrong, the
 safe reply still follows, and the words are kept (database, else spool, else Rasa's tracker store, which the
 worker reconciles).
+
+For pupils and parents ``action_disclosure_reference`` sets ``contact_offered``, and a rule then runs
+``contact_form``: its question (``action_ask_contact_details``) offers to pass on a name and class (pupils) or
+a phone number or e-mail address (parents), and whatever the person types next is taken as the answer
+(``contact_details``, ``from_text``), never routed to a policy answer or the fallback menu.
+``action_save_contact_details`` then:
+
+* a disclosure in the answer (the rules layer says so) -> recorded as its own disclosure (alerted), kept as
+  contact details of the first one too, and answered with the safe reply;
+* "no", "no thanks", "I don't want to" -> a kind acknowledgement, nothing kept;
+* anything else -> encrypted onto the disclosure (``DisclosureNote``, audit "contact_added") before the reply,
+  which thanks the person and never repeats the details.
+
+If the action server is down none of this runs (``contact_offered`` is never set, so the form never starts);
+the safe reply has already gone out and the next message is handled as usual.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Mapping
 from typing import Any
 
-from rasa_sdk import Action, Tracker
+from rasa_sdk import Action, FormValidationAction, Tracker
 from rasa_sdk.events import SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 
-from bot.safeguarding.handoff_texts import handoff_text
-from bot.safeguarding.service import RecordResult, record_disclosure
+from bot.safeguarding.handoff_texts import (
+    REFERENCE_UNAVAILABLE,
+    contact_declined,
+    contact_offer,
+    contact_prompt,
+    contact_thanks,
+    handoff_text,
+    offers_contact,
+)
+from bot.safeguarding.service import NoteResult, RecordResult, attach_contact_details, record_disclosure
 from bot.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
 
 REFERENCE_SLOT = "disclosure_reference"
+CONTACT_SLOT = "contact_details"
+OFFER_SLOT = "contact_offered"
+LOG_ACTION = "action_log_disclosure"
+REFERENCE_ACTION = "action_disclosure_reference"
 CONTEXT_MESSAGES = 6
 
-__all__ = ["ActionDisclosureReference", "ActionLogDisclosure", "maybe_start_worker"]
+__all__ = [
+    "ActionAskContactDetails",
+    "ActionDisclosureReference",
+    "ActionLogDisclosure",
+    "ActionSaveContactDetails",
+    "ValidateContactForm",
+    "maybe_start_worker",
+]
 
 
 def _assess(text: str, latest_message: Mapping[str, Any]) -> tuple[list[str], str]:
@@ -79,6 +114,23 @@ def _context(events: list[Any], before: int | None) -> list[dict[str, str]]:
 def _slot(tracker: Tracker, name: str, metadata: Mapping[str, Any]) -> Any:
     value = tracker.slots.get(name) if isinstance(tracker.slots, Mapping) else None
     return value if value else metadata.get(name)
+
+
+def _events(tracker: Tracker) -> list[Any]:
+    return tracker.events if isinstance(tracker.events, list) else []
+
+
+def _latest(tracker: Tracker) -> Mapping[str, Any]:
+    return tracker.latest_message if isinstance(tracker.latest_message, Mapping) else {}
+
+
+def _audience(tracker: Tracker, settings: Settings | None) -> str:
+    latest = _latest(tracker)
+    metadata = latest.get("metadata") if isinstance(latest.get("metadata"), Mapping) else {}
+    audience = _slot(tracker, "audience", metadata)
+    if not audience:
+        audience = (settings or get_settings()).default_audience
+    return str(audience)
 
 
 def _disclosure_fields(tracker: Tracker) -> dict[str, Any]:
@@ -175,7 +227,11 @@ class ActionLogDisclosure(Action):
 
 
 class ActionDisclosureReference(Action):
-    """After the safe reply: the reference for staff and parents, a gentle optional offer for pupils."""
+    """After the safe reply: the reference for staff and parents; ``contact_offered`` for pupils and parents.
+
+    ``contact_offered`` (true for pupils and parents) is what the rule that starts ``contact_form`` waits for;
+    the question itself is the form's, so it is only ever asked when its answer will be captured.
+    """
 
     def __init__(self, settings: Settings | None = None) -> None:
         self._settings = settings
@@ -187,18 +243,331 @@ class ActionDisclosureReference(Action):
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
     ) -> list[dict[str, Any]]:
         try:
-            latest = tracker.latest_message if isinstance(tracker.latest_message, Mapping) else {}
-            metadata = latest.get("metadata") if isinstance(latest.get("metadata"), Mapping) else {}
-            audience = _slot(tracker, "audience", metadata)
-            if not audience:
-                audience = (self._settings or get_settings()).default_audience
-            reference = tracker.slots.get(REFERENCE_SLOT) if isinstance(tracker.slots, Mapping) else None
-            text = handoff_text(str(audience), str(reference) if reference else None)
+            audience = _audience(tracker, self._settings)
+            reference = _reference(tracker)
+            text = handoff_text(audience, reference)
+            offered = offers_contact(audience)
         except Exception:
             logger.exception("Could not tailor the disclosure hand-off message")
-            text = handoff_text(None, None)
-        dispatcher.utter_message(text=text)
+            text, offered = REFERENCE_UNAVAILABLE, False
+        if text:
+            dispatcher.utter_message(text=text)
+        return [SlotSet(OFFER_SLOT, offered)]
+
+
+# --- optional contact details after a disclosure ------------------------------------------------------------
+
+# Whole answers made only of these words (and at least one refusal, or intent "deny") decline the offer.
+_REFUSALS = frozenset(
+    "no nope nah na not dont don never rather prefer anonymous skip pass nothing none wont cant".split()
+)
+_DECLINE_WORDS = _REFUSALS | frozenset(
+    """thanks thank you ty thx i im id ill to want wanna say tell telling give giving share it its is ok okay
+    fine good that thats alright all right please sorry now really later maybe yet my me name number email
+    details class stay be keep would like do mind way bye goodbye just leave know well um umm though tho but
+    the a any x xx""".split()
+)
+# Whole answers made only of these words carry no details ("yes", "ok", "thank you").
+_AFFIRMATIONS = frozenset("yes yeah yea yep yup ya y ok okay k kk sure alright go".split())
+_FILLER_WORDS = _AFFIRMATIONS | frozenset(
+    "please thanks thank you ty thx cool um umm hmm right on then and so hi hello hey oh ah well good great "
+    "fine x xx".split()
+)
+_WORD = re.compile(r"\w+|[@+]")
+# "it's ok", "that's fine thanks", "I'm good": British for "no, thank you".
+_POLITE_NO = re.compile(
+    r"(?:no )?(?:its|thats|im|i am) (?:ok|okay|fine|alright|all right|good)(?: thanks?| thank you)?"
+)
+
+
+def _words(text: str) -> list[str]:
+    """Lower-case words; apostrophes dropped ("don't" -> "dont"), "nooo" -> "no"."""
+    plain = text.lower().replace("\u2019", "").replace("'", "")
+    words = []
+    for word in _WORD.findall(plain):
+        if re.fullmatch(r"n+o+", word):
+            word = "no"
+        elif re.fullmatch(r"n+a+h+", word):
+            word = "nah"
+        words.append(word)
+    return words
+
+
+def _contact_answer(text: str, intent: Any) -> str:
+    """ "declined", "empty" (only "yes", "ok", "thanks"...) or "details". Anything unclear counts as details:
+    keeping a message that was not a name costs nothing, dropping one that was could cost a child help."""
+    ordered = _words(text)
+    words = set(ordered)
+    if not words:
+        return "empty"
+    if words <= _DECLINE_WORDS and (words & _REFUSALS or intent == "deny"):
+        return "declined"
+    if _POLITE_NO.fullmatch(" ".join(ordered)):
+        return "declined"
+    if words <= _FILLER_WORDS:
+        return "empty"
+    return "details"
+
+
+def _is_bare_yes(text: str) -> bool:
+    ordered = _words(text)
+    words = set(ordered)
+    if not words or _POLITE_NO.fullmatch(" ".join(ordered)):
+        return False
+    return words <= _FILLER_WORDS and bool(words & _AFFIRMATIONS)
+
+
+def _is_disclosure(text: str, latest: Mapping[str, Any]) -> bool:
+    """The rules layer decides. The intent classifier alone does not: it calls names and phone numbers
+    "disclose" (they are kept as contact details either way). Without the rules layer: the NLU pipeline's
+    verdict, then the intent, erring towards recording."""
+    try:
+        from bot.safeguarding.detector import assess
+
+        return bool(assess(text).is_disclosure)
+    except Exception:
+        logger.warning("Safeguarding detector unavailable; using the NLU result instead", exc_info=True)
+    stored = latest.get("safeguarding")
+    if isinstance(stored, Mapping) and stored.get("is_disclosure"):
+        return True
+    intent = latest.get("intent") if isinstance(latest.get("intent"), Mapping) else {}
+    return intent.get("name") == "disclose"
+
+
+def _reference(tracker: Tracker) -> str | None:
+    reference = tracker.slots.get(REFERENCE_SLOT) if isinstance(tracker.slots, Mapping) else None
+    return str(reference) if reference else None
+
+
+def _answers_since_offer(events: list[Any]) -> int:
+    """User messages since the last hand-off message (0 while the form asks its question the first time)."""
+    count = 0
+    for event in reversed(events):
+        if not isinstance(event, Mapping):
+            continue
+        if event.get("event") == "action" and event.get("name") == REFERENCE_ACTION:
+            return count
+        if event.get("event") == "user":
+            count += 1
+    return 0
+
+
+def _disclosure_index(events: list[Any], before: int | None) -> int | None:
+    """The user message that action_log_disclosure last recorded before index ``before``."""
+    end = before if before is not None else len(events)
+    for index in range(end - 1, -1, -1):
+        event = events[index]
+        if isinstance(event, Mapping) and event.get("event") == "action" and event.get("name") == LOG_ACTION:
+            for earlier in range(index - 1, -1, -1):
+                if isinstance(events[earlier], Mapping) and events[earlier].get("event") == "user":
+                    return earlier
+            return None
+    return None
+
+
+def _event_fields(tracker: Tracker, events: list[Any], index: int) -> dict[str, Any]:
+    """``record_disclosure`` fields for an earlier user message, derived as action_log_disclosure did."""
+    event = events[index]
+    parse_data = event.get("parse_data") if isinstance(event.get("parse_data"), Mapping) else {}
+    metadata = event.get("metadata") if isinstance(event.get("metadata"), Mapping) else {}
+    text = event.get("text")
+    message_id = event.get("message_id") or (
+        f"event-ts:{event['timestamp']}" if event.get("timestamp") else None
+    )
+    categories, risk = _assess(str(text or ""), parse_data)
+    return dict(
+        school=_slot(tracker, "school", metadata),
+        audience=_slot(tracker, "audience", metadata),
+        channel=event.get("input_channel"),
+        sender_id=tracker.sender_id,
+        message_id=message_id,
+        text=text,
+        context=_context(events, index),
+        categories=categories,
+        risk=risk,
+    )
+
+
+def _safe_reply(dispatcher: CollectingDispatcher, audience: str) -> None:
+    try:
+        from bot.safeguarding.replies import safe_reply
+
+        dispatcher.utter_message(text=safe_reply(audience))
+    except Exception:
+        logger.warning("Safe reply texts unavailable; using utter_disclosure_safe", exc_info=True)
+        dispatcher.utter_message(response="utter_disclosure_safe")
+
+
+class ActionAskContactDetails(Action):
+    """contact_form's question: the offer (once), or, after a bare "yes"/"ok", a short prompt (once)."""
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self._settings = settings
+
+    def name(self) -> str:
+        return "action_ask_contact_details"
+
+    async def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        try:
+            audience: str | None = _audience(tracker, self._settings)
+        except Exception:
+            logger.exception("Could not tell who is asking; using the wording that suits anyone")
+            audience = None
+        if _answers_since_offer(_events(tracker)) == 0:
+            dispatcher.utter_message(text=contact_offer(audience))
+        else:
+            dispatcher.utter_message(text=contact_prompt(audience))
         return []
+
+
+class ValidateContactForm(FormValidationAction):
+    """A first answer of only "yes" or "ok" means "I'd like to" rather than a name: ask once more."""
+
+    def name(self) -> str:
+        return "validate_contact_form"
+
+    async def validate_contact_details(
+        self, slot_value: Any, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
+    ) -> dict[str, Any]:
+        try:
+            if (
+                isinstance(slot_value, str)
+                and _is_bare_yes(slot_value)
+                and _answers_since_offer(_events(tracker)) <= 1
+            ):
+                return {CONTACT_SLOT: None}
+        except Exception:
+            logger.exception("Could not check the contact details answer; taking it as given")
+        return {CONTACT_SLOT: slot_value}
+
+
+class ActionSaveContactDetails(Action):
+    """After contact_form: keep the details with the disclosure (or record a new disclosure), then reply."""
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self._settings = settings
+
+    def name(self) -> str:
+        return "action_save_contact_details"
+
+    async def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        events: list[dict[str, Any]] = [SlotSet(CONTACT_SLOT, None), SlotSet(OFFER_SLOT, None)]
+        audience: str | None = None
+        try:
+            settings = self._settings or get_settings()
+            audience = _audience(tracker, settings)
+            latest = _latest(tracker)
+            slots = tracker.slots if isinstance(tracker.slots, Mapping) else {}
+            answer = slots.get(CONTACT_SLOT) or latest.get("text") or ""
+            text = answer if isinstance(answer, str) else str(answer)
+            if _is_disclosure(text, latest):
+                return events + await self._second_disclosure(dispatcher, tracker, settings, audience, text)
+            intent = latest.get("intent") if isinstance(latest.get("intent"), Mapping) else {}
+            if _contact_answer(text, intent.get("name")) != "details":
+                dispatcher.utter_message(text=contact_declined(audience, _reference(tracker)))
+                return events
+            note, reference = await asyncio.to_thread(self._attach, settings, tracker, text, None)
+            dispatcher.utter_message(
+                text=contact_thanks(audience, saved=note is not None and note.stored != "log")
+            )
+            if reference and reference != _reference(tracker):
+                events.append(SlotSet(REFERENCE_SLOT, reference))
+            return events
+        except Exception:
+            logger.exception("Handling contact details after a disclosure failed unexpectedly")
+            dispatcher.utter_message(text=contact_thanks(audience, saved=False))
+            return events
+
+    def _attach(
+        self, settings: Settings, tracker: Tracker, text: str, also_recorded_as: str | None
+    ) -> tuple[NoteResult | None, str | None]:
+        """Attach ``text`` to the disclosure the form followed; returns (where it went, that reference).
+
+        With no reference (nothing could store the disclosure at the time) the disclosure is recorded again
+        from the tracker, idempotently, so the details have something to belong to. If even that message
+        cannot be found, the answer is recorded as a disclosure itself, its context carrying the conversation.
+        """
+        events = _events(tracker)
+        latest = _latest(tracker)
+        current = _latest_user_index(events, latest.get("message_id"))
+        original = _disclosure_index(events, current)
+        reference = _reference(tracker)
+        detail: dict[str, Any] = {}
+        if also_recorded_as:
+            detail["also_recorded_as"] = also_recorded_as
+        disclosure_sender, disclosure_message = None, None
+        if original is not None:
+            fields = _event_fields(tracker, events, original)
+            disclosure_sender, disclosure_message = fields["sender_id"], fields["message_id"]
+            if not reference:
+                result = record_disclosure(settings, **fields)
+                if result.stored != "log":
+                    reference = result.reference
+                    detail["disclosure_recorded_again"] = result.stored
+                    _wake_worker()
+        elif not reference:
+            if also_recorded_as:
+                return None, None  # the answer itself was recorded as a disclosure: nothing to attach to
+            fields = _disclosure_fields(tracker)
+            result = record_disclosure(settings, **fields)
+            if result.stored == "log":
+                return None, None
+            _wake_worker()
+            reference = result.reference
+            disclosure_sender, disclosure_message = fields["sender_id"], fields["message_id"]
+            detail["recorded_as_disclosure"] = "the disclosure before these details could not be found"
+        note = attach_contact_details(
+            settings,
+            disclosure_reference=reference,
+            disclosure_sender_id=disclosure_sender,
+            disclosure_message_id=disclosure_message,
+            sender_id=tracker.sender_id,
+            message_id=latest.get("message_id") or _fields_message_id(events, current),
+            text=text,
+            audit_detail=detail,
+        )
+        if note.stored == "spool":
+            _wake_worker()
+        return note, note.reference or reference
+
+    async def _second_disclosure(
+        self,
+        dispatcher: CollectingDispatcher,
+        tracker: Tracker,
+        settings: Settings,
+        audience: str,
+        text: str,
+    ) -> list[dict[str, Any]]:
+        """The answer discloses harm: record it as a disclosure first, keep it as contact details too."""
+        result: RecordResult | None = None
+        try:
+            result = await asyncio.to_thread(record_disclosure, settings, **_disclosure_fields(tracker))
+        except Exception:
+            logger.exception("Recording a disclosure in contact details failed; using the emergency spool")
+            result = _emergency_spool(self._settings, tracker)
+        reference = result.reference if result is not None and result.stored != "log" else None
+        if reference:
+            _wake_worker()
+        try:
+            await asyncio.to_thread(self._attach, settings, tracker, text, reference)
+        except Exception:
+            logger.exception("Could not also keep the disclosure as contact details of the first one")
+        _safe_reply(dispatcher, audience)
+        follow_up = handoff_text(audience, reference)
+        if follow_up:
+            dispatcher.utter_message(text=follow_up)
+        return [SlotSet(REFERENCE_SLOT, reference)] if reference else []
+
+
+def _fields_message_id(events: list[Any], index: int | None) -> str | None:
+    if index is None:
+        return None
+    event = events[index]
+    return event.get("message_id") or (f"event-ts:{event['timestamp']}" if event.get("timestamp") else None)
 
 
 def maybe_start_worker(settings: Settings | None = None) -> bool:

@@ -129,7 +129,7 @@ def nearest_topics_reply(kb: Any, context: Context, intent_ranking: list[dict[st
         topics = ["who-to-contact", "report-post", "minimum-age"]
     buttons = [{"title": kb.topics[t].title, "payload": "/" + intent_for_topic(t)} for t in topics]
     buttons.append({"title": "Something else" if context.audience != "pupil" else "None of these",
-                    "payload": "/deny"})  # fmt: skip
+                    "payload": "/out_of_scope"})  # fmt: skip
     if context.audience == "pupil":
         text = "I'm not sure what you mean. Is it one of these?"
     else:

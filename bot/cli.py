@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "bot.safeguarding.cli",
     "bot.runner",
     "bot.evaluation",
+    "bot.bench.cli",
 )
 
 

@@ -149,12 +149,17 @@ def run_eval(model: Path, heldout_dir: Path, report_dir: Path) -> dict:
     baseline = bm25_scores(kb, questions)
     disclosures, ordinary = load_heldout(heldout_dir)
     detection = evaluate_detection(intent_of, disclosures, ordinary)
+    # The sealed round was written without sight of the rules or the training data and is never used to tune
+    # them: its numbers are the honest first-sight figures (reported, see gate_failures).
+    sealed_dir = heldout_dir / "sealed"
+    sealed = evaluate_detection(intent_of, *load_heldout(sealed_dir)) if sealed_dir.is_dir() else None
     results = {
         "model": model.name,
         "held_out_questions": assistant.total,
         "assistant": asdict(assistant),
         "bm25": {k: v for k, v in asdict(baseline).items() if k != "misses"},
         "detection": asdict(detection),
+        "detection_sealed": asdict(sealed) if sealed else None,
     }
     report_dir.mkdir(parents=True, exist_ok=True)
     (report_dir / "eval.json").write_text(json.dumps(results, indent=2, ensure_ascii=False))
@@ -193,9 +198,22 @@ def render_markdown(results: dict) -> str:
         f"| topic accuracy | {a['accuracy']:.1%} | {b['accuracy']:.1%} | >= {GATES['topic_accuracy']:.0%} |",
         f"| grounding (right clauses for that school) | {a['grounding']:.1%} | {b['grounding']:.1%} "
         f"| >= {GATES['grounding']:.0%} |",
-        f"| disclosure recall | {d['recall']:.1%} | - | 100% |",
+        f"| disclosure recall (development held-out) | {d['recall']:.1%} | - | 100% |",
         f"| false escalations | {d['false_escalation_rate']:.1%} | - "
         f"| <= {GATES['false_escalation_rate']:.0%} |",
+    ]
+    s = results.get("detection_sealed")
+    if s:
+        lines += [
+            f"| disclosure recall (sealed round, first sight) | {s['recall']:.1%} | - | reported |",
+            f"| false escalations (sealed round) | {s['false_escalation_rate']:.1%} | - | reported |",
+        ]
+    lines += [
+        "",
+        "The development held-out disclosures were scored at first sight in rounds; after each round the",
+        "rules were extended with broader pattern families (never the sentences themselves), so 100% there",
+        "is a regression check. The sealed round was written without sight of the rules or training data",
+        "and is never tuned against: it is the honest measure of recall on new wording.",
         "",
         "## Most confused topic pairs (expected -> predicted)",
         "",
@@ -206,6 +224,11 @@ def render_markdown(results: dict) -> str:
         f"- {m['text']!r} ({m['school']}): {m['expected']} -> {m['predicted']}" for m in a["misses"]
     ] or ["- none"]
     lines += ["", "## Missed disclosures", ""] + ([f"- {m!r}" for m in d["misses"]] or ["- none"])
+    if s:
+        lines += ["", "## Missed disclosures (sealed round)", ""]
+        lines += [f"- {m!r}" for m in s["misses"]] or ["- none"]
+        lines += ["", "## False escalations (sealed round)", ""]
+        lines += [f"- {m!r}" for m in s["false_escalations"]] or ["- none"]
     lines += ["", "## False escalations", ""] + ([f"- {m!r}" for m in d["false_escalations"]] or ["- none"])
     failures = gate_failures(results)
     lines += ["", "## Gate", "", "PASS" if not failures else "FAIL: " + "; ".join(failures), ""]
@@ -218,6 +241,10 @@ def _summary(results: dict) -> Iterable[str]:
     yield f"topic accuracy   assistant {a['accuracy']:.1%}   bm25 {b['accuracy']:.1%}"
     yield f"grounding        assistant {a['grounding']:.1%}   bm25 {b['grounding']:.1%}"
     yield f"disclosures      recall {d['recall']:.1%}   false escalations {d['false_escalation_rate']:.1%}"
+    s = results.get("detection_sealed")
+    if s:
+        rate = s["false_escalation_rate"]
+        yield f"sealed round     recall {s['recall']:.1%}   false escalations {rate:.1%}"
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -125,15 +125,30 @@ def write_endpoints(settings: Settings) -> Path:
     return path
 
 
+def write_credentials(settings: Settings) -> Path:
+    """Write the input channels Rasa serves into var/, from the settings (secrets never live in git)."""
+    from bot.channels import credentials
+
+    path = settings.var_dir / "credentials.yml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        "# Written by `schoolguide run` from the settings; edit the settings, not this file.\n"
+        + yaml.safe_dump(credentials(settings), sort_keys=False)
+    )
+    path.chmod(0o600)
+    return path
+
+
 def server_commands(settings: Settings, model: Path) -> dict[str, list[str]]:
     """The two server processes: the action server (5055) and the Rasa server (5005)."""
     endpoints = write_endpoints(settings)
+    channels = write_credentials(settings)
     cors = [arg for origin in settings.cors_origins for arg in ("--cors", origin)]
     return {
         "action server": [sys.executable, "-m", "rasa_sdk", "--actions", "actions",
                           "--port", str(settings.action_port)],
         "rasa server": [_rasa(), "run", "--model", str(model), "--port", str(settings.rasa_port),
-                        "--endpoints", str(endpoints), "--credentials", "credentials.yml", *cors],
+                        "--endpoints", str(endpoints), "--credentials", str(channels), *cors],
     }  # fmt: skip
 
 

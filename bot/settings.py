@@ -80,6 +80,16 @@ class Settings:
     delivery_max_attempts: int
     worker_interval_seconds: int
     worker_enabled: bool
+    # Channels. Slack and Teams are switched on by giving their credentials; the base URLs exist so tests
+    # (and sovereign clouds) can point the connectors at other servers.
+    slack_token: str | None = None
+    slack_signing_secret: str | None = None
+    slack_api_base_url: str = "https://slack.com/api"
+    teams_app_id: str | None = None
+    teams_app_password: str | None = None
+    teams_tenant_id: str | None = None
+    teams_openid_metadata_url: str = "https://login.botframework.com/v1/.well-known/openidconfiguration"
+    teams_token_url: str | None = None
     cors_origins: tuple[str, ...] = field(default=("*",))
 
     @classmethod
@@ -121,6 +131,16 @@ class Settings:
             # The action server runs the alert worker unless this is off (then run `schoolguide disclosures
             # worker` on its own).
             worker_enabled=_bool("WORKER", True),
+            slack_token=_env("SLACK_TOKEN"),
+            slack_signing_secret=_env("SLACK_SIGNING_SECRET"),
+            slack_api_base_url=_env("SLACK_API_BASE_URL", "https://slack.com/api"),
+            teams_app_id=_env("TEAMS_APP_ID"),
+            teams_app_password=_env("TEAMS_APP_PASSWORD"),
+            teams_tenant_id=_env("TEAMS_TENANT_ID"),
+            teams_openid_metadata_url=_env(
+                "TEAMS_OPENID_METADATA_URL", "https://login.botframework.com/v1/.well-known/openidconfiguration"
+            ),
+            teams_token_url=_env("TEAMS_TOKEN_URL"),
             cors_origins=_list("CORS_ORIGINS") or ("*",),
         )
 

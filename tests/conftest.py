@@ -1,11 +1,19 @@
-"""Shared test set-up: keep background workers off and give every test its own var/ directory."""
+"""Shared test set-up: keep background workers off, give every test its own var/ directory, and (for the e2e
+tests in tests/e2e and tests/channels) start the real stack once per session."""
 
 from __future__ import annotations
 
 import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import requests
 
 # The action package starts the safeguarding worker thread when imported by the action server; tests that
 # want it start it themselves.
@@ -30,3 +38,126 @@ def fresh_settings(monkeypatch, tmp_path):
     get_settings.cache_clear()
     yield get_settings()
     get_settings.cache_clear()
+
+
+# --- The real stack (Rasa server + action server via `schoolguide run`), shared by the e2e tests ---
+
+STARTUP_TIMEOUT = 240
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Stack:
+    rasa_url: str
+    action_url: str
+    var_dir: Path
+    env: dict
+    log: Path
+
+    def say(self, sender: str, message, metadata=None, timeout: float = 60) -> list[dict]:
+        body = {"sender": sender, "message": message}
+        if metadata is not None:
+            body["metadata"] = metadata
+        response = requests.post(f"{self.rasa_url}/webhooks/rest/webhook", json=body, timeout=timeout)
+        response.raise_for_status()
+        return response.json()
+
+
+def wait_for(condition, timeout: float, interval: float = 1.0):
+    """Call ``condition`` until it returns something truthy (exceptions count as not yet); return that."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            result = condition()
+            if result:
+                return result
+        except Exception as exc:  # the server may not be up yet
+            last_error = exc
+        time.sleep(interval)
+    raise TimeoutError(f"condition not met within {timeout}s (last error: {last_error!r})")
+
+
+@pytest.fixture(scope="session")
+def e2e():
+    """Helpers for tests that start their own servers."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(free_port=free_port, wait_for=wait_for)
+
+
+def _wait_until_up(url: str, proc: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"stack exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
+        try:
+            if requests.get(url, timeout=2).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(1)
+    raise RuntimeError(f"stack not up after {STARTUP_TIMEOUT}s:\n{log.read_text()[-4000:]}")
+
+
+def start_stack(project_root: Path, var_dir: Path, extra_env: dict | None = None):
+    """Run `schoolguide run` on free ports with its own var/ dir; returns (Stack, process)."""
+    rasa_port, action_port = free_port(), free_port()
+    env = dict(os.environ)
+    env.update(
+        {
+            "SCHOOLGUIDE_RASA_PORT": str(rasa_port),
+            "SCHOOLGUIDE_ACTION_PORT": str(action_port),
+            "SCHOOLGUIDE_VAR_DIR": str(var_dir),
+            "SCHOOLGUIDE_WORKER": "on",
+            "SCHOOLGUIDE_WORKER_INTERVAL_SECONDS": "1",
+        }
+    )
+    env.update(extra_env or {})
+    log = var_dir / "stack.log"
+    var_dir.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bot.cli", "run"],
+        cwd=project_root,
+        env=env,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    stack = Stack(f"http://127.0.0.1:{rasa_port}", f"http://127.0.0.1:{action_port}", var_dir, env, log)
+    try:
+        _wait_until_up(f"{stack.action_url}/health", proc, log)
+        _wait_until_up(f"{stack.rasa_url}/", proc, log)
+        # The model is loaded asynchronously after the HTTP server answers.
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while time.monotonic() < deadline:
+            if stack.say("warm-up", "hello"):
+                break
+            time.sleep(1)
+    except Exception:
+        stop_stack(proc)
+        raise
+    return stack, proc
+
+
+def stop_stack(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGINT)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+@pytest.fixture(scope="session")
+def stack(project_root, tmp_path_factory):
+    running, proc = start_stack(project_root, tmp_path_factory.mktemp("stack") / "var")
+    yield running
+    stop_stack(proc)
+    assert proc.returncode == 0, running.log.read_text()[-4000:]

@@ -6,13 +6,13 @@ from dataclasses import replace
 import pytest
 import yaml
 
-from bot.runner import model_path, server_commands, training_fingerprint, write_endpoints
+from bot.runner import model_path, server_commands, training_fingerprint, write_credentials, write_endpoints
 from bot.settings import Settings
 
 
 @pytest.fixture
 def project_copy(tmp_path, project_root):
-    for name in ("config.yml", "domain.yml", "credentials.yml"):
+    for name in ("config.yml", "domain.yml"):
         shutil.copy(project_root / name, tmp_path / name)
     shutil.copytree(project_root / "data", tmp_path / "data")
     shutil.copytree(project_root / "knowledge", tmp_path / "knowledge")
@@ -87,3 +87,10 @@ def test_server_commands_use_the_configured_ports(project_copy):
     assert rasa[rasa.index("--port") + 1] == "7005"
     assert rasa[rasa.index("--cors") + 1] == "https://school.example"
     assert "--credentials" in rasa and "--endpoints" in rasa
+
+
+def test_credentials_come_from_the_settings_and_are_private(project_copy):
+    path = write_credentials(project_copy)
+    channels = yaml.safe_load(path.read_text())
+    assert "bot.channels.rest.ValidatingRestInput" in channels
+    assert path.stat().st_mode & 0o077 == 0  # may hold secrets: readable by the owner only

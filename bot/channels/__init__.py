@@ -1,1 +1,34 @@
-"""Rasa input channels: the REST channel with input checks, and (later) the widgets, Slack and Teams."""
+"""Rasa input channels: REST (with request checks), the parent and pupil widgets, Slack and Teams.
+
+Each channel module exposes ``credentials_entry(settings) -> (class path, config) | None``;
+``schoolguide run`` writes ``var/credentials.yml`` from them, so secrets stay in the settings (the
+environment), never in files in git.
+A channel whose settings are missing (e.g. no Slack token) is simply not enabled.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from bot.settings import Settings
+
+# Add a channel by adding its module here.
+CHANNEL_MODULES = (
+    "bot.channels.rest",
+    "bot.channels.website",
+    "bot.channels.pupil",
+    "bot.channels.slack",
+    "bot.channels.teams",
+)
+
+
+def credentials(settings: Settings) -> dict[str, Any]:
+    """The Rasa credentials mapping for every enabled channel."""
+    entries: dict[str, Any] = {}
+    for name in CHANNEL_MODULES:
+        entry = importlib.import_module(name).credentials_entry(settings)
+        if entry is not None:
+            class_path, config = entry
+            entries[class_path] = config
+    return entries

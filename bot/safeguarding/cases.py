@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, TextIO
 
 from sqlalchemy import select
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from bot.safeguarding.crypto import DecryptionError, DisclosureCipher, EncryptionKeyError, load_cipher
@@ -19,12 +22,15 @@ from bot.safeguarding.store import (
     STATUSES,
     AuditEvent,
     Disclosure,
+    DisclosureNote,
     OutboxMessage,
     add_audit_event,
     get_engine,
     utcnow,
 )
 from bot.settings import Settings
+
+logger = logging.getLogger(__name__)
 
 EXPORT_COLUMNS = (
     "reference",
@@ -40,6 +46,7 @@ EXPORT_COLUMNS = (
     "acknowledged_by",
     "source",
     "text",
+    "contact",
 )
 
 
@@ -53,7 +60,9 @@ class InvalidStatusChange(ValueError):
 
 @dataclass(frozen=True)
 class CaseView:
-    """A disclosure as a DSL sees it; ``text`` and ``context`` are None unless it was read (and audited)."""
+    """A disclosure as a DSL sees it; ``text``, ``context`` and ``contact`` are None unless it was read (and
+    audited). ``contact``: the contact details the person added afterwards, oldest first, each
+    ``{"text", "added_at"}`` (``text`` None and ``error`` set if it cannot be decrypted)."""
 
     reference: str
     sender_id: str
@@ -71,6 +80,7 @@ class CaseView:
     text: str | None = None
     context: tuple[dict[str, Any], ...] | None = None
     text_error: str | None = None
+    contact: tuple[dict[str, Any], ...] | None = None
     audit: tuple[dict[str, Any], ...] = field(default_factory=tuple)
     alerts: tuple[dict[str, Any], ...] = field(default_factory=tuple)
 
@@ -92,6 +102,17 @@ class CaseView:
             "text": self.text,
             "context": list(self.context) if self.context is not None else None,
             "text_error": self.text_error,
+            "contact": (
+                [
+                    {
+                        **item,
+                        "added_at": item["added_at"].isoformat() if item.get("added_at") else None,
+                    }
+                    for item in self.contact
+                ]
+                if self.contact is not None
+                else None
+            ),
         }
 
 
@@ -106,10 +127,63 @@ def _decrypt(cipher: DisclosureCipher | None, row: Disclosure) -> tuple[str | No
         return None, None, str(exc)
 
 
-def _view(row: Disclosure, cipher: DisclosureCipher | None = None, *, read: bool = False) -> CaseView:
-    text = context = error = None
+def _decrypt_notes(
+    cipher: DisclosureCipher | None, reference: str, notes: list[DisclosureNote]
+) -> tuple[dict[str, Any], ...]:
+    decrypted = []
+    for note in notes:
+        item: dict[str, Any] = {"text": None, "added_at": note.created_at}
+        if cipher is None:
+            item["error"] = "no encryption key available"
+        else:
+            try:
+                item["text"] = cipher.decrypt(note.text_encrypted, what=f"contact details of {reference}")
+            except DecryptionError as exc:
+                item["error"] = str(exc)
+        decrypted.append(item)
+    return tuple(decrypted)
+
+
+class _Notes:
+    """Contact notes per disclosure id, oldest first, or why they could not be read."""
+
+    def __init__(self, engine: Engine, disclosure_ids: list[int]) -> None:
+        self.by_disclosure: dict[int, list[DisclosureNote]] = {}
+        self.error: str | None = None
+        # Its own session: a missing table or grant (an upgraded least-privilege PostgreSQL role: store.py)
+        # must not abort the transaction that reads, and audits, the disclosure itself.
+        try:
+            with Session(engine, future=True) as session:
+                for start in range(0, len(disclosure_ids), 500):
+                    chunk = disclosure_ids[start : start + 500]
+                    rows = session.execute(
+                        select(DisclosureNote)
+                        .where(DisclosureNote.disclosure_id.in_(chunk), DisclosureNote.kind == "contact")
+                        .order_by(DisclosureNote.created_at, DisclosureNote.id)
+                    ).scalars()
+                    for note in rows:
+                        self.by_disclosure.setdefault(note.disclosure_id, []).append(note)
+        except DBAPIError as exc:
+            logger.error("Cannot read contact details (disclosure_notes): %s", exc.orig)
+            self.error = f"contact details could not be read: {exc.orig}"
+
+    def view(self, row: Disclosure, cipher: DisclosureCipher | None) -> tuple[dict[str, Any], ...]:
+        if self.error:
+            return ({"text": None, "added_at": None, "error": self.error},)
+        return _decrypt_notes(cipher, row.reference, self.by_disclosure.get(row.id, []))
+
+
+def _view(
+    row: Disclosure,
+    cipher: DisclosureCipher | None = None,
+    *,
+    read: bool = False,
+    notes: _Notes | None = None,
+) -> CaseView:
+    text = context = error = contact = None
     if read:
         text, context, error = _decrypt(cipher, row)
+        contact = notes.view(row, cipher) if notes is not None else ()
     return CaseView(
         reference=row.reference,
         sender_id=row.sender_id,
@@ -127,6 +201,7 @@ def _view(row: Disclosure, cipher: DisclosureCipher | None = None, *, read: bool
         text=text,
         context=context,
         text_error=error,
+        contact=contact,
     )
 
 
@@ -160,7 +235,8 @@ def list_cases(
     cipher, key_error = _cipher_or_error(settings) if with_text else (None, None)
     with Session(engine, future=True) as session, session.begin():
         rows = session.execute(_query(status, school)).scalars().all()
-        views = [_view(row, cipher, read=with_text) for row in rows]
+        notes = _Notes(engine, [row.id for row in rows]) if with_text else None
+        views = [_view(row, cipher, read=with_text, notes=notes) for row in rows]
         if with_text:
             for row, view in zip(rows, views, strict=True):
                 add_audit_event(
@@ -194,7 +270,7 @@ def read_case(settings: Settings, reference: str, *, actor: str, via: str = "sho
     cipher, key_error = _cipher_or_error(settings)
     with Session(engine, future=True) as session, session.begin():
         row = _find(session, reference)
-        view = _view(row, cipher, read=True)
+        view = _view(row, cipher, read=True, notes=_Notes(engine, [row.id]))
         add_audit_event(
             session,
             disclosure_id=row.id,
@@ -286,8 +362,9 @@ def export_csv(
     writer.writeheader()
     with Session(engine, future=True) as session, session.begin():
         rows = session.execute(_query(status, school)).scalars().all()
+        notes = _Notes(engine, [row.id for row in rows])
         for row in rows:
-            view = _view(row, cipher, read=True)
+            view = _view(row, cipher, read=True, notes=notes)
             writer.writerow(
                 {
                     "reference": view.reference,
@@ -303,6 +380,10 @@ def export_csv(
                     "acknowledged_by": view.acknowledged_by or "",
                     "source": view.source,
                     "text": view.text if view.text is not None else f"[{key_error or view.text_error}]",
+                    "contact": "\n".join(
+                        item["text"] if item["text"] is not None else f"[{key_error or item.get('error')}]"
+                        for item in view.contact or ()
+                    ),
                 }
             )
             add_audit_event(

@@ -107,6 +107,19 @@ def _show(case: CaseView) -> None:
             _print(f"  {message.get('who')}: {message.get('text')}")
         if not case.context:
             _print("  (none)")
+    if case.contact is not None:
+        _print()
+        _print("Contact details given afterwards:")
+        for item in case.contact:
+            if item.get("text") is None:
+                _print(f"  {_when(item.get('added_at'))}  cannot be shown: {item.get('error')}")
+                continue
+            lines = (item["text"] or "(empty message)").splitlines() or [""]
+            _print(f"  {_when(item.get('added_at'))}  {lines[0]}")
+            for line in lines[1:]:
+                _print(f"  {'':<20}  {line}")
+        if not case.contact:
+            _print("  (none given)")
     _print()
     _print("Alerts:")
     for alert in case.alerts:
@@ -192,7 +205,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     report = replay_spool(_settings())
     _print(
         f"Replayed {report.replayed}, already recorded {report.already_recorded}, "
-        f"still spooled {report.remaining}"
+        f"contact details attached {report.notes_attached}, still spooled {report.remaining}"
     )
     return 0 if report.remaining == 0 else 1
 

@@ -97,6 +97,9 @@ def load_heldout(directory: Path | None = None) -> tuple[list[HeldOutDisclosure]
 
 def _yaml_list(path: Path) -> list[dict[str, Any]]:
     data = yaml.safe_load(path.read_text(encoding="utf-8")) or []
+    # Either a plain list, or a mapping with one list under it (``disclosures:`` / ``questions:``).
+    if isinstance(data, dict) and len(data) == 1:
+        data = next(iter(data.values())) or []
     if not isinstance(data, list):
         raise ValueError(f"{path}: expected a YAML list")
     return data

@@ -20,9 +20,9 @@ from sqlalchemy import Column, Float, Integer, MetaData, String, Table, Text, cr
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.orm import Session
 
-from bot.safeguarding.service import record_disclosure
+from bot.safeguarding.service import NOTE_RECORD_TYPE, record_disclosure
 from bot.safeguarding.spool import Spool
-from bot.safeguarding.store import Disclosure, get_engine
+from bot.safeguarding.store import Disclosure, DisclosureNote, get_engine
 from bot.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -123,17 +123,26 @@ def _assessment(text: str, parse_data: dict[str, Any]) -> tuple[list[str], str]:
 
 
 def _recorded_keys(settings: Settings, sender_ids: list[str]) -> set[tuple[str, str]]:
-    """(sender_id, message_id) already in the database, or waiting in the spool to be replayed there."""
+    """(sender_id, message_id) already in the database, or waiting in the spool to be replayed there.
+
+    Messages kept as contact details after a disclosure count too: the intent classifier often calls a name
+    or a phone number "disclose", and such a message is already with the DSL, attached to its disclosure (the
+    contact action records it as a disclosure of its own when the rules layer says it is one).
+    """
     known: set[tuple[str, str]] = set()
     with Session(get_engine(settings.database_url), future=True) as session:
         for start in range(0, len(sender_ids), 500):
             chunk = sender_ids[start : start + 500]
-            rows = session.execute(
-                select(Disclosure.sender_id, Disclosure.message_id).where(Disclosure.sender_id.in_(chunk))
-            ).all()
-            known.update((sender_id, message_id) for sender_id, message_id in rows)
+            for model in (Disclosure, DisclosureNote):
+                rows = session.execute(
+                    select(model.sender_id, model.message_id).where(model.sender_id.in_(chunk))
+                ).all()
+                known.update((sender_id, message_id) for sender_id, message_id in rows)
     for record in Spool(settings.spool_dir).records():
-        known.add((str(record.get("sender_id")), str(record.get("message_id"))))
+        if record.get("record_type") == NOTE_RECORD_TYPE:
+            known.add((str(record.get("note_sender_id")), str(record.get("note_message_id"))))
+        else:
+            known.add((str(record.get("sender_id")), str(record.get("message_id"))))
     return known
 
 

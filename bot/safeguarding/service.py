@@ -5,6 +5,11 @@ DSL channel in a single transaction before it returns, so by the time the bot re
 and the alerts are queued. If the database is unreachable the record (already encrypted, with its reference)
 is fsync'd to the spool instead and ``replay_spool`` moves it into the database later. Both paths are
 idempotent on ``(sender_id, message_id)``.
+
+``attach_contact_details`` adds the optional contact details a pupil or parent gives after their disclosure
+(a ``DisclosureNote``, encrypted, with a "contact_added" audit event). It follows the same rule: the database
+if the disclosure is there, else the spool (a ``contact_note`` record that ``replay_spool`` attaches once its
+disclosure is in the database), never raising.
 """
 
 from __future__ import annotations
@@ -26,7 +31,16 @@ from sqlalchemy.orm import Session
 from bot.safeguarding.crypto import DisclosureCipher, load_cipher
 from bot.safeguarding.outbox import add_outbox_rows
 from bot.safeguarding.spool import Spool
-from bot.safeguarding.store import Disclosure, add_audit_event, as_utc, get_engine, new_reference, utcnow
+from bot.safeguarding.store import (
+    NOTE_KINDS,
+    Disclosure,
+    DisclosureNote,
+    add_audit_event,
+    as_utc,
+    get_engine,
+    new_reference,
+    utcnow,
+)
 from bot.settings import AUDIENCES, Settings
 
 logger = logging.getLogger(__name__)
@@ -47,6 +61,8 @@ CATEGORIES = (
 RISKS = ("immediate", "high", "medium")
 SYSTEM_ACTOR = "schoolguide"
 SPOOL_FORMAT = 1
+# Spool records that are not disclosures say what they are; a record without "record_type" is a disclosure.
+NOTE_RECORD_TYPE = "contact_note"
 
 Stored = Literal["database", "spool", "log"]
 
@@ -345,6 +361,8 @@ def spool_disclosure(settings: Settings, prepared: PreparedDisclosure) -> str:
     """Append to the spool (fsync'd) unless this message is already there; returns the reference to give."""
     spool = Spool(settings.spool_dir)
     for record in spool.records():
+        if _is_note_record(record):
+            continue
         if record.get("sender_id") == prepared.sender_id and record.get("message_id") == prepared.message_id:
             return str(record["reference"])
     spool.append(prepared.to_spool_record())
@@ -443,10 +461,15 @@ class ReplayReport:
     replayed: int = 0
     already_recorded: int = 0
     remaining: int = 0
+    notes_attached: int = 0
 
 
 def replay_spool(settings: Settings) -> ReplayReport:
-    """Move spooled disclosures into the database, idempotently; stops early if the database is still down."""
+    """Move spooled disclosures into the database, idempotently; stops early if the database is still down.
+
+    Spooled contact notes follow, after every disclosure: a note whose disclosure is not in the database yet
+    stays in the spool for the next pass.
+    """
     spool = Spool(settings.spool_dir)
     records = spool.records()
     if not records:
@@ -457,8 +480,9 @@ def replay_spool(settings: Settings) -> ReplayReport:
     except Exception:
         logger.exception("No encryption key: spooled records that were stored unencrypted must wait")
         cipher = None
-    replayed = already = 0
-    for record in records:
+    replayed = already = attached = 0
+    database_down = False
+    for record in [record for record in records if not _is_note_record(record)]:
         try:
             prepared = PreparedDisclosure.from_spool_record(record, cipher)
             reference, created = store_in_database(
@@ -471,6 +495,7 @@ def replay_spool(settings: Settings) -> ReplayReport:
             logger.warning(
                 "Database still unavailable (%s); %d disclosure(s) stay spooled", exc, len(records)
             )
+            database_down = True
             break
         except Exception:
             logger.exception(
@@ -486,5 +511,317 @@ def replay_spool(settings: Settings) -> ReplayReport:
             )
         else:
             already += 1
+    for record in [] if database_down else [record for record in records if _is_note_record(record)]:
+        try:
+            note = PreparedNote.from_spool_record(record, cipher)
+            store_note_in_database(settings, note, source="spool")
+        except NoteTargetMissing as exc:
+            logger.warning(
+                "Spooled contact details %s wait for their disclosure: %s", record["reference"], exc
+            )
+            continue
+        except (OperationalError, DBInterfaceError, OSError) as exc:
+            logger.warning("Database unavailable (%s); contact details stay spooled", exc)
+            break
+        except Exception:
+            logger.exception(
+                "Cannot replay spooled contact details %s; they stay in the spool", record["reference"]
+            )
+            continue
+        spool.mark_replayed(str(record["reference"]))
+        attached += 1
     remaining = spool.compact()
-    return ReplayReport(replayed=replayed, already_recorded=already, remaining=remaining)
+    return ReplayReport(
+        replayed=replayed, already_recorded=already, remaining=remaining, notes_attached=attached
+    )
+
+
+# --- contact details added after a disclosure ---------------------------------------------------------------
+
+
+class NoteTargetMissing(LookupError):
+    """The disclosure a note belongs to is not in the database (yet): it is still spooled, or unrecorded."""
+
+
+@dataclass(frozen=True)
+class NoteResult:
+    """Where added contact details went. ``stored="log"`` means nowhere: logged at CRITICAL (the words are
+    still in Rasa's tracker store). ``reference`` is the disclosure they were attached to, when known."""
+
+    stored: Stored
+    reference: str | None
+    created: bool = True
+
+
+@dataclass(frozen=True)
+class PreparedNote:
+    """A note cleaned and encrypted, ready for the database or the spool."""
+
+    spool_id: str  # the spool's key for this record ("reference" in the spool file); never shown to anyone
+    kind: str
+    # Which disclosure: its reference if the person was given one, else the Rasa message it came from.
+    disclosure_reference: str | None
+    disclosure_sender_id: str | None
+    disclosure_message_id: str | None
+    sender_id: str
+    message_id: str
+    created_at: datetime
+    source: str
+    text_chars: int
+    audit_detail: dict[str, Any]
+    text_encrypted: str | None  # None only when the key could not be loaded, and then only for the spool
+    plaintext: str | None = None
+
+    def to_spool_record(self) -> dict[str, Any]:
+        record: dict[str, Any] = {
+            "record_type": NOTE_RECORD_TYPE,
+            "format": SPOOL_FORMAT,
+            "reference": self.spool_id,
+            "kind": self.kind,
+            "disclosure_reference": self.disclosure_reference,
+            "disclosure_sender_id": self.disclosure_sender_id,
+            "disclosure_message_id": self.disclosure_message_id,
+            # Not "sender_id"/"message_id": this record is not a disclosure of that message.
+            "note_sender_id": self.sender_id,
+            "note_message_id": self.message_id,
+            "created_at": self.created_at.isoformat(),
+            "source": self.source,
+            "text_chars": self.text_chars,
+            "audit_detail": self.audit_detail,
+            "text_encrypted": self.text_encrypted,
+        }
+        if self.plaintext is not None:
+            record["unencrypted_text"] = self.plaintext
+        return record
+
+    @classmethod
+    def from_spool_record(cls, record: Mapping[str, Any], cipher: DisclosureCipher | None) -> PreparedNote:
+        text_encrypted = record.get("text_encrypted")
+        if text_encrypted is None:
+            if cipher is None:
+                raise ValueError("note was spooled unencrypted and no encryption key is available")
+            text_encrypted = cipher.encrypt(str(record.get("unencrypted_text") or ""))
+        detail = record.get("audit_detail")
+        return cls(
+            spool_id=str(record["reference"]),
+            kind=str(record.get("kind") or "contact"),
+            disclosure_reference=record.get("disclosure_reference"),
+            disclosure_sender_id=record.get("disclosure_sender_id"),
+            disclosure_message_id=record.get("disclosure_message_id"),
+            sender_id=str(record.get("note_sender_id") or "unknown"),
+            message_id=str(record.get("note_message_id") or record["reference"]),
+            created_at=as_utc(datetime.fromisoformat(record["created_at"])),
+            source=str(record.get("source") or "action"),
+            text_chars=int(record.get("text_chars") or 0),
+            audit_detail=dict(detail) if isinstance(detail, Mapping) else {},
+            text_encrypted=text_encrypted,
+        )
+
+
+def _is_note_record(record: Mapping[str, Any]) -> bool:
+    return record.get("record_type") == NOTE_RECORD_TYPE
+
+
+def _optional_key(value: Any) -> str | None:
+    key = _key(value, 255, "")
+    return key or None
+
+
+def prepare_note(
+    settings: Settings,
+    *,
+    disclosure_reference: Any,
+    disclosure_sender_id: Any,
+    disclosure_message_id: Any,
+    sender_id: Any,
+    message_id: Any,
+    text: Any,
+    kind: str = "contact",
+    audit_detail: Mapping[str, Any] | None = None,
+    source: str = "action",
+) -> PreparedNote:
+    """Clean the keys the same way ``prepare_disclosure`` does (so they match) and encrypt the words."""
+    words = _as_text(text)[:MAX_TEXT_CHARS]
+    reference = _label(disclosure_reference, 20, "").upper() or None
+    fields: dict[str, Any] = dict(
+        spool_id=f"NOTE-{new_reference()}",
+        kind=kind if kind in NOTE_KINDS else "contact",
+        disclosure_reference=reference,
+        disclosure_sender_id=_optional_key(disclosure_sender_id),
+        disclosure_message_id=_optional_key(disclosure_message_id),
+        sender_id=_key(sender_id, 255, "unknown"),
+        message_id=_key(message_id, 255, "") or f"no-message-id:{new_reference()}",
+        created_at=utcnow(),
+        source=source if source in ("action", "spool") else "action",
+        text_chars=len(words),
+        audit_detail=dict(audit_detail or {}),
+    )
+    try:
+        cipher = load_cipher(settings)
+        return PreparedNote(**fields, text_encrypted=cipher.encrypt(words))
+    except Exception:
+        logger.critical(
+            "Cannot encrypt contact details for disclosure %s: they will be spooled UNENCRYPTED (mode 0600) "
+            "rather than lost. Fix SCHOOLGUIDE_ENCRYPTION_KEY, then run `schoolguide disclosures replay`.",
+            reference,
+            exc_info=True,
+        )
+        return PreparedNote(**fields, text_encrypted=None, plaintext=words)
+
+
+def _note_target(session: Session, note: PreparedNote) -> Disclosure | None:
+    if note.disclosure_reference:
+        row = session.execute(
+            select(Disclosure).where(Disclosure.reference == note.disclosure_reference)
+        ).scalar_one_or_none()
+        if row is not None:
+            return row
+    if note.disclosure_sender_id and note.disclosure_message_id:
+        return session.execute(
+            select(Disclosure).where(
+                Disclosure.sender_id == note.disclosure_sender_id,
+                Disclosure.message_id == note.disclosure_message_id,
+            )
+        ).scalar_one_or_none()
+    return None
+
+
+def store_note_in_database(settings: Settings, note: PreparedNote, *, source: str) -> tuple[str, bool]:
+    """Commit the note and its "contact_added" audit event together; returns (disclosure reference, created).
+
+    Raises ``NoteTargetMissing`` when the disclosure is not in the database, and on database failure.
+    """
+    if note.text_encrypted is None:
+        raise ValueError("refusing to store unencrypted contact details in the database")
+    engine = get_engine(settings.database_url)
+    for _ in range(3):
+        try:
+            with Session(engine, future=True) as session, session.begin():
+                disclosure = _note_target(session, note)
+                if disclosure is None:
+                    raise NoteTargetMissing(
+                        f"no disclosure {note.disclosure_reference or ''} "
+                        f"(conversation {note.disclosure_sender_id}, message {note.disclosure_message_id}) "
+                        "in the database"
+                    )
+                existing = session.execute(
+                    select(DisclosureNote.id).where(
+                        DisclosureNote.disclosure_id == disclosure.id,
+                        DisclosureNote.kind == note.kind,
+                        DisclosureNote.sender_id == note.sender_id,
+                        DisclosureNote.message_id == note.message_id,
+                    )
+                ).first()
+                if existing is not None:
+                    return disclosure.reference, False
+                now = utcnow()
+                row = DisclosureNote(
+                    disclosure_id=disclosure.id,
+                    kind=note.kind,
+                    sender_id=note.sender_id,
+                    message_id=note.message_id,
+                    text_encrypted=note.text_encrypted,
+                    created_at=note.created_at,
+                    source=source,
+                )
+                session.add(row)
+                session.flush()
+                disclosure.updated_at = now
+                add_audit_event(
+                    session,
+                    disclosure_id=disclosure.id,
+                    actor=SYSTEM_ACTOR,
+                    action="contact_added",
+                    # Never the details themselves: the audit trail is not encrypted.
+                    detail={
+                        "source": source,
+                        "kind": note.kind,
+                        "note_id": row.id,
+                        "text_chars": note.text_chars,
+                        **note.audit_detail,
+                    },
+                    at=now,
+                )
+                return disclosure.reference, True
+        except IntegrityError:
+            continue  # the same note was added between our check and our insert: look again
+    raise RuntimeError(f"could not store contact details for {note.disclosure_reference} after conflicts")
+
+
+def spool_note(settings: Settings, note: PreparedNote) -> None:
+    """Append the note to the spool (fsync'd) unless the same message's note is already there."""
+    spool = Spool(settings.spool_dir)
+    for record in spool.records():
+        if (
+            _is_note_record(record)
+            and record.get("kind") == note.kind
+            and record.get("note_sender_id") == note.sender_id
+            and record.get("note_message_id") == note.message_id
+        ):
+            return
+    spool.append(note.to_spool_record())
+
+
+def attach_contact_details(
+    settings: Settings,
+    *,
+    disclosure_reference: Any,
+    disclosure_sender_id: Any,
+    disclosure_message_id: Any,
+    sender_id: Any,
+    message_id: Any,
+    text: Any,
+    audit_detail: Mapping[str, Any] | None = None,
+) -> NoteResult:
+    """Attach contact details to a disclosure durably before returning; never raises.
+
+    The disclosure is found by ``disclosure_reference``, else by the Rasa message it was recorded from. If it
+    is not in the database (it went to the spool, or the database is down) the note is spooled and attached
+    by ``replay_spool`` once its disclosure is there.
+    """
+    try:
+        note = prepare_note(
+            settings,
+            disclosure_reference=disclosure_reference,
+            disclosure_sender_id=disclosure_sender_id,
+            disclosure_message_id=disclosure_message_id,
+            sender_id=sender_id,
+            message_id=message_id,
+            text=text,
+            audit_detail=audit_detail,
+        )
+    except Exception:
+        logger.critical(
+            "CONTACT DETAILS NOT STORED for disclosure %r (conversation %r, message %r): they could not be "
+            "prepared. They are still in the Rasa tracker store.",
+            disclosure_reference,
+            sender_id,
+            message_id,
+            exc_info=True,
+        )
+        return NoteResult(stored="log", reference=None, created=False)
+
+    if note.text_encrypted is not None:
+        try:
+            reference, created = store_note_in_database(settings, note, source=note.source)
+            return NoteResult(stored="database", reference=reference, created=created)
+        except NoteTargetMissing as exc:
+            logger.warning("Spooling contact details until their disclosure is in the database: %s", exc)
+        except (OperationalError, DBInterfaceError, OSError) as exc:
+            logger.error("Safeguarding database unavailable (%s); spooling contact details", exc)
+        except Exception:
+            logger.exception("Could not store contact details in the database; spooling them")
+
+    try:
+        spool_note(settings, note)
+        return NoteResult(stored="spool", reference=note.disclosure_reference)
+    except Exception:
+        logger.critical(
+            "CONTACT DETAILS NOT STORED: database and spool both failed. disclosure=%s conversation=%s "
+            "message=%s. They are still in the Rasa tracker store.",
+            note.disclosure_reference,
+            note.sender_id,
+            note.message_id,
+            exc_info=True,
+        )
+        return NoteResult(stored="log", reference=note.disclosure_reference, created=False)

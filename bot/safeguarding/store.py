@@ -1,15 +1,22 @@
 """Database models for disclosures, their audit trail and their alert outbox.
 
-One declarative ``Base`` holds three tables:
+One declarative ``Base`` holds four tables:
 
 * ``disclosures``     one row per disclosed user message; the child's words and the preceding conversation are
   encrypted (see ``crypto``). ``(sender_id, message_id)`` is unique so the same Rasa message is never recorded
   twice, however many times the action, the spool replay or the reconciler sees it.
+* ``disclosure_notes`` what the person added after their disclosure (so far only ``kind="contact"``: the
+  optional name and class of a pupil, or a parent's phone number or e-mail address), encrypted like the words.
+  ``(disclosure_id, kind, sender_id, message_id)`` is unique, so a retried action adds a note once. A child
+  table rather than a column: ``init_db`` creates a missing table on an existing database, it does not add
+  columns (there are no migrations).
 * ``audit_events``    append-only. The code has no update or delete path for it, the ORM refuses to flush
   a change to an existing row, and ``init_db`` installs database triggers (SQLite and PostgreSQL) that abort
   any UPDATE or DELETE. Triggers do not stop ``TRUNCATE`` or a superuser dropping them: in production run the
   application as a PostgreSQL role with only ``SELECT, INSERT`` on ``audit_events``
-  (``REVOKE UPDATE, DELETE, TRUNCATE ON audit_events FROM schoolguide``).
+  (``REVOKE UPDATE, DELETE, TRUNCATE ON audit_events FROM schoolguide``). Such a role needs ``SELECT, INSERT``
+  on ``disclosure_notes`` too (notes are never changed either), and cannot create it on an existing
+  database: see ``_create_notes_table``.
 * ``outbox_messages`` one row per (disclosure, channel, recipient, kind); the unique key is what makes
   delivery exactly-once per channel (see ``outbox``).
 
@@ -50,7 +57,17 @@ Base = declarative_base()
 
 STATUSES = ("new", "acknowledged", "in_progress", "closed")
 SOURCES = ("action", "spool", "reconcile")
-AUDIT_ACTIONS = ("created", "read", "status_changed", "alert_sent", "alert_failed", "escalated", "exported")
+AUDIT_ACTIONS = (
+    "created",
+    "read",
+    "status_changed",
+    "alert_sent",
+    "alert_failed",
+    "escalated",
+    "exported",
+    "contact_added",
+)
+NOTE_KINDS = ("contact",)
 # "sending" is the short-lived claim a worker holds while talking to SMTP or the webhook; "cancelled" is an
 # escalation that became moot because the disclosure was acknowledged before it went out.
 OUTBOX_STATUSES = ("pending", "sending", "sent", "failed", "cancelled")
@@ -116,6 +133,27 @@ class Disclosure(Base):
     acknowledged_at = Column(UTCDateTime)
     acknowledged_by = Column(String(200))
     source = Column(String(20), nullable=False)
+
+
+class DisclosureNote(Base):
+    """Something the person added after their disclosure (their contact details); only stored encrypted."""
+
+    __tablename__ = "disclosure_notes"
+    __table_args__ = (
+        UniqueConstraint(
+            "disclosure_id", "kind", "sender_id", "message_id", name="uq_disclosure_notes_message"
+        ),
+    )
+
+    id = Column(Integer, primary_key=True, autoincrement=True)
+    disclosure_id = Column(Integer, ForeignKey("disclosures.id"), nullable=False, index=True)
+    kind = Column(String(20), nullable=False)  # one of NOTE_KINDS
+    # The user message the note came from (not the disclosure's own message).
+    sender_id = Column(String(255), nullable=False)
+    message_id = Column(String(255), nullable=False)
+    text_encrypted = Column(Text, nullable=False)
+    created_at = Column(UTCDateTime, nullable=False)
+    source = Column(String(20), nullable=False)  # "action", or "spool" when replayed
 
 
 class AuditEvent(Base):
@@ -248,11 +286,13 @@ def _postgres_trigger_exists(connection: Any) -> bool:
 
 def init_db(engine: Engine) -> None:
     """Create the tables (if missing) and the append-only triggers on the audit trail."""
+    core = [table for table in Base.metadata.sorted_tables if table is not DisclosureNote.__table__]
     try:
-        Base.metadata.create_all(engine)
+        Base.metadata.create_all(engine, tables=core)
     except (IntegrityError, ProgrammingError):
         # Two processes creating the tables at once on PostgreSQL: the loser sees a duplicate; try again.
-        Base.metadata.create_all(engine)
+        Base.metadata.create_all(engine, tables=core)
+    _create_notes_table(engine)
     if engine.dialect.name == "sqlite":
         with engine.begin() as connection:
             for statement in _SQLITE_TRIGGERS:
@@ -272,6 +312,25 @@ def init_db(engine: Engine) -> None:
                 "run `schoolguide` once with a privileged role, or REVOKE UPDATE, DELETE on audit_events",
                 exc.orig,
             )
+
+
+def _create_notes_table(engine: Engine) -> None:
+    """disclosure_notes came after the first release: an existing database run by a least-privilege role
+    cannot create it. That must not stop disclosures being stored, so it is reported, not raised; contact
+    details wait in the spool until the owner creates it (any ``schoolguide disclosures`` command run as the
+    owner) and grants ``SELECT, INSERT ON disclosure_notes`` and its id sequence to the application role."""
+    for attempt in range(2):
+        try:
+            Base.metadata.create_all(engine, tables=[DisclosureNote.__table__])
+            return
+        except (IntegrityError, ProgrammingError) as exc:
+            if attempt:
+                logger.error(
+                    "Cannot create the disclosure_notes table (%s): contact details given after a disclosure "
+                    "are spooled until the database owner creates it (run any `schoolguide disclosures` "
+                    "command as the owner) and grants SELECT, INSERT on it to this role",
+                    exc.orig,
+                )
 
 
 _engines: dict[str, Engine] = {}

@@ -141,7 +141,7 @@ async def test_fallback_offers_the_nearest_topics_as_buttons(tracker_factory, di
     await ActionDefaultAskAffirmation().run(dispatcher, tracker, DOMAIN)
     [message] = dispatcher.messages
     payloads = [b["payload"] for b in message["buttons"]]
-    assert payloads == ["/policy_report_post", "/policy_bullying_online", "/deny"]
+    assert payloads == ["/policy_report_post", "/policy_bullying_online", "/out_of_scope"]
 
 
 async def test_handoff_names_the_schools_contact_and_reverts(tracker_factory, dispatcher):

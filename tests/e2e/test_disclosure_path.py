@@ -63,7 +63,7 @@ def test_a_policy_question_about_grooming_is_answered_not_escalated(stack):
 def test_action_server_down_pupil_still_gets_a_safe_reply_and_the_record_arrives_later(
     project_root, tmp_path, monkeypatch, e2e
 ):
-    from bot.runner import model_path, rasa_env, write_endpoints
+    from bot.runner import model_path, rasa_env, write_credentials, write_endpoints
     from bot.settings import Settings
 
     rasa_port, action_port = e2e.free_port(), e2e.free_port()
@@ -79,7 +79,7 @@ def test_action_server_down_pupil_still_gets_a_safe_reply_and_the_record_arrives
     env = rasa_env(settings)
     rasa_cmd = [str(Path(sys.executable).with_name("rasa")), "run", "--model", str(model_path(settings)),
                 "--port", str(rasa_port), "--endpoints", str(write_endpoints(settings)),
-                "--credentials", "credentials.yml"]  # fmt: skip
+                "--credentials", str(write_credentials(settings))]  # fmt: skip
     log = (tmp_path / "servers.log").open("w")
     rasa = subprocess.Popen(rasa_cmd, cwd=project_root, env=env, stdout=log, stderr=subprocess.STDOUT)
     action = None

@@ -85,3 +85,30 @@ def test_invalid_json_gets_a_clear_400(stack):
         headers={"Content-Type": "application/json"},
     )  # fmt: skip
     assert response.status_code == 400, response.text
+
+
+def test_unsure_offers_topics_as_buttons_and_answers_the_one_picked(stack):
+    metadata = {"school": "lseat", "audience": "parent"}
+    offer = stack.say("e2e-fallback-1", "/nlu_fallback", metadata)
+    buttons = [b for m in offer for b in m.get("buttons", [])]
+    assert buttons and buttons[-1]["payload"] == "/out_of_scope"
+    picked = next(b for b in buttons if b["payload"].startswith("/policy_"))
+    answer = stack.say("e2e-fallback-1", picked["payload"], metadata)
+    [payload] = _custom(answer)
+    assert payload["school"] == "lseat" and "/policy_" + payload["topic"].replace("-", "_") == picked["payload"]
+
+
+def test_none_of_these_twice_hands_off_to_the_schools_contact(stack):
+    metadata = {"school": "lunsford", "audience": "parent"}
+    assert any(m.get("buttons") for m in stack.say("e2e-fallback-2", "/nlu_fallback", metadata))
+    rephrase = stack.say("e2e-fallback-2", "/out_of_scope", metadata)  # "None of these"
+    assert any("another way" in t for t in _texts(rephrase)), rephrase
+    assert any(m.get("buttons") for m in stack.say("e2e-fallback-2", "/nlu_fallback", metadata))
+    handoff = stack.say("e2e-fallback-2", "/out_of_scope", metadata)
+    assert any("Elizabeth Lomax" in t for t in _texts(handoff)), handoff
+
+
+def test_a_question_outside_the_policy_is_handed_off(stack):
+    replies = stack.say("e2e-oos", "/out_of_scope", {"school": "scotts", "audience": "parent"})
+    assert any("can't answer that" in t for t in _texts(replies)), replies
+    assert not _custom(replies)

@@ -201,19 +201,28 @@ async def test_when_nothing_can_store_it_the_reference_slot_is_empty(down_postgr
     assert "DISCLOSURE NOT STORED" in caplog.text
 
 
-@pytest.mark.parametrize("audience", ["staff", "parent"])
-async def test_reference_is_given_to_staff_and_parents(settings, audience):
+@pytest.mark.parametrize(("audience", "offered"), [("staff", False), ("parent", True)])
+async def test_reference_is_given_to_staff_and_parents(settings, audience, offered):
     dispatcher = CollectingDispatcher()
     tracker = make_tracker(audience=audience, reference="SG-7K3P-QX9M")
-    assert await ActionDisclosureReference(settings).run(dispatcher, tracker, {}) == []
+    events = await ActionDisclosureReference(settings).run(dispatcher, tracker, {})
+    # contact_offered starts contact_form (data/rules/safeguarding.yml) for parents, never for staff.
+    assert events == [{"event": "slot", "timestamp": None, "name": "contact_offered", "value": offered}]
     assert [m["text"] for m in dispatcher.messages] == [
         "I have passed this to the school's Designated Safeguarding Lead. Your reference is SG-7K3P-QX9M."
     ]
 
 
 async def test_pupils_get_a_gentle_offer_without_jargon(settings):
+    from actions.safeguarding import ActionAskContactDetails
+
     dispatcher = CollectingDispatcher()
-    await ActionDisclosureReference(settings).run(dispatcher, make_tracker(reference="SG-7K3P-QX9M"), {})
+    tracker = make_tracker(reference="SG-7K3P-QX9M")
+    events = await ActionDisclosureReference(settings).run(dispatcher, tracker, {})
+    assert dispatcher.messages == []  # no reference for a child: the form's question is all they get
+    assert events[0]["name"] == "contact_offered" and events[0]["value"] is True
+    tracker.events.append({"event": "action", "name": "action_disclosure_reference", "timestamp": 7.0})
+    await ActionAskContactDetails(settings).run(dispatcher, tracker, {})
     assert [m["text"] for m in dispatcher.messages] == [PUPIL_OFFER]
     assert "SG-" not in PUPIL_OFFER and "reference" not in PUPIL_OFFER.lower()
     assert "don't have to" in PUPIL_OFFER

@@ -63,7 +63,9 @@ def test_assessment_is_recorded_as_entities_and_parse_data():
     make_component().process([message])
     expected = assess(DISCLOSURE)
     entities = ours(message)
-    assert [e["value"] for e in entities if e["entity"] == "safeguarding_category"] == list(expected.categories)
+    assert [e["value"] for e in entities if e["entity"] == "safeguarding_category"] == list(
+        expected.categories
+    )
     assert [e["value"] for e in entities if e["entity"] == "safeguarding_risk"] == [expected.risk]
     for entity in entities:
         # whole-message facts: an empty span, so Rasa's entity evaluation never sees overlapping spans
@@ -75,7 +77,9 @@ def test_assessment_is_recorded_as_entities_and_parse_data():
 
 
 def test_classifier_only_disclosure_is_left_alone_and_recorded_as_unknown_high():
-    message = classified("something is going on with me and i need to talk to the safe adult", intent="disclose")
+    message = classified(
+        "something is going on with me and i need to talk to the safe adult", intent="disclose"
+    )
     assert not assess(message.get(TEXT)).is_disclosure  # the rules alone would not fire here
     make_component().process([message])
     assert message.get(INTENT) == {"name": "disclose", "confidence": 0.93}  # not inflated to 1.0
@@ -87,7 +91,9 @@ def test_classifier_only_disclosure_is_left_alone_and_recorded_as_unknown_high()
 
 
 def test_ordinary_message_passes_through_untouched():
-    message = classified(QUESTION, entities=[{"entity": "platform", "value": "snapchat", "start": 60, "end": 68}])
+    message = classified(
+        QUESTION, entities=[{"entity": "platform", "value": "snapchat", "start": 60, "end": 68}]
+    )
     before = dict(message.data)
     make_component().process([message])
     assert message.data == before
@@ -154,7 +160,7 @@ def test_create_survives_a_detector_that_cannot_load(monkeypatch):
 
 @pytest.fixture(scope="module")
 def trained_agent(tmp_path_factory):
-    """WhitespaceTokenizer + CountVectorsFeaturizer + DIET (1 epoch) + FallbackClassifier + DisclosureDetector.
+    """Whitespace tokens + count vectors + DIET (1 epoch) + FallbackClassifier + DisclosureDetector.
 
     The training data has NO `disclose` intent, so the classifier can never predict it: any `disclose` in a
     parse result was forced by the component.
@@ -201,7 +207,9 @@ def trained_agent(tmp_path_factory):
         ),
         encoding="utf-8",
     )
-    model = train_nlu(str(work / "config.yml"), str(work / "nlu.yml"), str(work / "models"), fixed_model_name="m")
+    model = train_nlu(
+        str(work / "config.yml"), str(work / "nlu.yml"), str(work / "models"), fixed_model_name="m"
+    )
     assert model and Path(model).exists()
     return Agent.load(model)
 

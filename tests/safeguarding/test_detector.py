@@ -74,7 +74,12 @@ def _rank(risk: str) -> int:
 def _training_examples() -> list[str]:
     data = yaml.safe_load((PROJECT_ROOT / "data" / "nlu" / "disclosure.yml").read_text(encoding="utf-8"))
     blocks = [block for block in data["nlu"] if block.get("intent") == "disclose"]
-    return [line[2:].strip() for block in blocks for line in block["examples"].splitlines() if line.startswith("- ")]
+    return [
+        line[2:].strip()
+        for block in blocks
+        for line in block["examples"].splitlines()
+        if line.startswith("- ")
+    ]
 
 
 # --- vocabulary -------------------------------------------------------------------------------------------
@@ -98,7 +103,12 @@ def test_vocabulary_is_the_source_of_truth(tmp_path):
     base = Detector(get_detector().nlp, load_vocabulary())
     assert not base.assess(text).is_disclosure
     raw["rules"].append(
-        {"name": "test.invented", "category": "other", "strength": "strong", "patterns": ["wibblewobble ~4 zorp"]}
+        {
+            "name": "test.invented",
+            "category": "other",
+            "strength": "strong",
+            "patterns": ["wibblewobble ~4 zorp"],
+        }
     )
     path = tmp_path / "vocabulary.yml"
     path.write_text(yaml.safe_dump(raw), encoding="utf-8")
@@ -125,7 +135,8 @@ def test_malformed_rules_are_rejected(tmp_path, bad_rule):
 def test_unknown_class_in_a_pattern_is_rejected(tmp_path):
     path = tmp_path / "vocabulary.yml"
     path.write_text(
-        yaml.safe_dump({"rules": [{"name": "x", "category": "other", "patterns": ["@NOPE me"]}]}), encoding="utf-8"
+        yaml.safe_dump({"rules": [{"name": "x", "category": "other", "patterns": ["@NOPE me"]}]}),
+        encoding="utf-8",
     )
     with pytest.raises(VocabularyError):
         Detector(blank_pipeline(), load_vocabulary(path))
@@ -197,9 +208,15 @@ def test_risk_by_category(text, risk):
 @pytest.mark.parametrize(
     ("hypothetical", "real"),
     [
-        ("What should I do if a stranger contacts my child online?", "A stranger has contacted my child online."),
+        (
+            "What should I do if a stranger contacts my child online?",
+            "A stranger has contacted my child online.",
+        ),
         ("Can teachers message pupils on Snapchat?", "My teacher messaged me on Snapchat, is that allowed?"),
-        ("What happens if someone is being bullied online?", "My son is being bullied online, what happens now?"),
+        (
+            "What happens if someone is being bullied online?",
+            "My son is being bullied online, what happens now?",
+        ),
         (
             "What should I do if a pupil tells me they want to die?",
             "What should I do? A pupil told me today she wants to die.",

@@ -35,9 +35,9 @@ def heldout():
 # Function words are left out so that two questions sharing only a template ("what does the policy say about
 # X?") are not counted as the same sentence.
 _STOP = set(
-    "a an the and or but if of to in on at for with about is are was were be been do does did i me my you your "
-    "we our they them their he she his her it its what how who which when where why can could should would "
-    "will what's say says".split()
+    "a an the and or but if of to in on at for with about is are was were be been do does did i me my you "
+    "your we our they them their he she his her it its what how who which when where why can could should "
+    "would will what's say says".split()
 )
 
 
@@ -70,7 +70,9 @@ def test_heldout_sentences_are_not_in_training_data_or_vocabulary(heldout):
     """Near-duplicates count: sharing 70% of its content words with a training example is a leak."""
     disclosures, questions = heldout
     training = [(_words(t), t) for t in _training_texts()]
-    vocabulary = (PROJECT_ROOT / "bot" / "safeguarding" / "vocabulary.yml").read_text(encoding="utf-8").lower()
+    vocabulary = (
+        (PROJECT_ROOT / "bot" / "safeguarding" / "vocabulary.yml").read_text(encoding="utf-8").lower()
+    )
     leaked = []
     for item in [*disclosures, *questions]:
         words = _words(item.text)
@@ -105,7 +107,9 @@ def test_evaluate_detection_counts_what_the_parser_says():
     assert not always.passes()
     never = evaluate_detection(lambda text: "greet", disclosures, questions)
     assert (never.recall, never.false_escalation_rate, len(never.misses)) == (0.0, 0.0, 2)
-    picky = evaluate_detection(lambda text: DISCLOSE_INTENT if text in "ac" else "other", disclosures, questions)
+    picky = evaluate_detection(
+        lambda text: DISCLOSE_INTENT if text in "ac" else "other", disclosures, questions
+    )
     assert picky.recall == 0.5 and picky.false_escalation_rate == 0.25
     assert [m["text"] for m in picky.misses] == ["b"]
     assert "MISSED: b" in picky.summary() and "ESCALATED: c" in picky.summary()

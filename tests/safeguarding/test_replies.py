@@ -1,4 +1,4 @@
-"""The safe replies to a disclosure (bot/safeguarding/replies.yml): KCSIE/NSPCC-shaped, approved contacts only."""
+"""The safe replies to a disclosure (replies.yml): KCSIE/NSPCC-shaped, approved contacts only."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ from bot.safeguarding.replies import FALLBACK_AUDIENCE, load_replies, safe_reply
 from bot.settings import AUDIENCES
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-HELPLINES = yaml.safe_load((PROJECT_ROOT / "knowledge" / "helplines.yml").read_text(encoding="utf-8"))["helplines"]
+HELPLINES = yaml.safe_load((PROJECT_ROOT / "knowledge" / "helplines.yml").read_text(encoding="utf-8"))[
+    "helplines"
+]
 
 # Honest statements that use secrecy words without promising secrecy.
 ALLOWED_SECRECY = [
@@ -142,7 +144,9 @@ def test_safe_reply_falls_back_to_the_child_safe_text():
 
 
 def test_safe_reply_names_the_dsl_for_adults_only():
-    facts = yaml.safe_load((PROJECT_ROOT / "knowledge" / "lunsford" / "school.yml").read_text(encoding="utf-8"))
+    facts = yaml.safe_load(
+        (PROJECT_ROOT / "knowledge" / "lunsford" / "school.yml").read_text(encoding="utf-8")
+    )
     name = facts["dsl"][0]["name"]
     assert name in safe_reply("parent", facts) and name in safe_reply("staff", facts)
     assert safe_reply("pupil", facts) == safe_reply("pupil")

@@ -1,0 +1,355 @@
+"""The parent and pupil widget channels over plain HTTP: what they serve, with which headers, and what they do
+with what a client sends. The `stack` tests drive the real running servers (tests/conftest.py)."""
+
+from __future__ import annotations
+
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+import requests
+
+from bot.channels import credentials
+from bot.channels.pupil import DEFAULT_LEAVE_URL, NO_NAMED_DSL, dsl_names, safe_leave_url
+from bot.channels.website import STATIC_DIR, render_template
+from bot.knowledge import get_knowledge
+from bot.settings import get_settings
+
+CHANNELS = {"website": "parent", "pupil": "pupil"}
+e2e = pytest.mark.e2e
+
+
+def post(stack, channel: str, body, **kwargs) -> requests.Response:
+    return requests.post(f"{stack.rasa_url}/webhooks/{channel}/webhook", timeout=60, **kwargs, json=body)
+
+
+def custom(messages: list[dict]) -> list[dict]:
+    return [m["custom"] for m in messages if "custom" in m]
+
+
+def texts(messages: list[dict]) -> list[str]:
+    return [m["text"] for m in messages if "text" in m]
+
+
+class Tags(HTMLParser):
+    """Every start tag of a page with its attributes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+
+
+def tags_of(html: str) -> list[tuple[str, dict[str, str | None]]]:
+    parser = Tags()
+    parser.feed(html)
+    return parser.tags
+
+
+# --- What is served, with which headers ---------------------------------------------------------------------
+
+ASSETS = [
+    ("", "text/html"),
+    ("widget.js", "application/javascript"),
+    ("widget.css", "text/css"),
+    ("page.css", "text/css"),
+]
+
+
+@e2e
+@pytest.mark.parametrize("channel", CHANNELS)
+@pytest.mark.parametrize(("path", "content_type"), ASSETS)
+def test_pages_and_assets_have_the_right_type_and_security_headers(stack, channel, path, content_type):
+    response = requests.get(f"{stack.rasa_url}/webhooks/{channel}/{path}", timeout=30)
+    assert response.status_code == 200
+    assert response.headers["Content-Type"].split(";")[0] == content_type
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert response.headers["Referrer-Policy"] == "no-referrer"
+    assert response.headers["Permissions-Policy"] == "geolocation=(), camera=(), microphone=()"
+    if content_type == "text/html":
+        csp = response.headers["Content-Security-Policy"]
+        directives = dict(d.strip().split(" ", 1) for d in csp.split(";"))
+        assert directives["script-src"] == "'self'"
+        assert directives["default-src"] == "'none'"
+        assert "unsafe-inline" not in csp and "unsafe-eval" not in csp
+        assert response.headers["Cache-Control"] == "no-store"
+
+
+@e2e
+@pytest.mark.parametrize("channel", CHANNELS)
+def test_pages_have_no_inline_script_or_handlers_and_config_in_data_attributes(stack, channel):
+    html = requests.get(f"{stack.rasa_url}/webhooks/{channel}/?school=lunsford", timeout=30).text
+    tags = tags_of(html)
+    scripts = [attrs for tag, attrs in tags if tag == "script"]
+    assert scripts == [
+        {
+            "src": f"/webhooks/{channel}/widget.js",
+            "data-school": "lunsford",
+            **({"data-variant": "pupil"} if channel == "pupil" else {}),
+            "data-mount": "schoolguide",
+            "defer": None,
+        }
+    ]
+    for _, attrs in tags:
+        assert not [name for name in attrs if name.startswith("on") or name == "style"], attrs
+
+
+@e2e
+def test_the_pupil_page_links_nowhere_but_the_neutral_leave_site(stack):
+    html = requests.get(f"{stack.rasa_url}/webhooks/pupil/", timeout=30).text
+    links = [attrs for tag, attrs in tags_of(html) if tag == "a"]
+    assert links == [{"class": "sg-leave", "id": "sg-leave", "href": DEFAULT_LEAVE_URL, "rel": "noreferrer"}]
+    assert "Leave quickly" in html and "0800 1111" in html and "999" in html
+
+
+@e2e
+def test_cross_origin_pages_may_post_to_the_widget_webhook(stack):
+    """The widget runs on the school's own site, so the browser asks first (CORS preflight)."""
+    response = requests.options(
+        f"{stack.rasa_url}/webhooks/website/webhook",
+        headers={
+            "Origin": "https://www.lunsford.example",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "content-type",
+        },
+        timeout=30,
+    )
+    assert response.status_code == 200
+    assert response.headers["Access-Control-Allow-Origin"] in ("*", "https://www.lunsford.example")
+
+
+# --- The DSL notice on the pupil page -----------------------------------------------------------------------
+
+
+@e2e
+@pytest.mark.parametrize(
+    ("school", "who"),
+    [("lunsford", "Elizabeth Lomax"), ("scotts", NO_NAMED_DSL), ("lseat", NO_NAMED_DSL)],
+)
+def test_the_pupil_page_says_who_will_be_told(stack, school, who):
+    html = requests.get(f"{stack.rasa_url}/webhooks/pupil/", params={"school": school}, timeout=30).text
+    assert f"If you tell me something that means you're not safe, I will tell {who} so they can help." in html
+    assert f'data-school="{school}"' in html
+
+
+@e2e
+@pytest.mark.parametrize("school", ["<script>alert(1)</script>", "nowhere", "\u202e" * 100, "x" * 5000])
+def test_an_unknown_school_in_the_url_gets_the_default_school_and_is_never_echoed(stack, school):
+    default = get_settings().default_school
+    for channel in CHANNELS:
+        url = f"{stack.rasa_url}/webhooks/{channel}/"
+        response = requests.get(url, params={"school": school}, timeout=30)
+        assert response.status_code == 200
+        assert f'data-school="{default}"' in response.text
+        assert school not in response.text and "<script>alert" not in response.text
+
+
+def test_dsl_names_come_from_the_clause_base():
+    kb = get_knowledge()
+    assert dsl_names("lunsford") == "Elizabeth Lomax"
+    for slug, school in kb.schools.items():
+        named = [p.name for p in school.dsl if p.name]
+        assert (dsl_names(slug) == NO_NAMED_DSL) == (not named)
+
+
+# --- What the webhook does with what a client sends ---------------------------------------------------------
+
+
+@e2e
+def test_the_website_forces_the_parent_audience(stack):
+    messages = post(
+        stack,
+        "website",
+        {
+            "sender": "http-forced-parent",
+            "message": "Can teachers follow pupils on Instagram?",
+            "metadata": {"school": "scotts", "audience": "staff", "channel": "slack", "tracking": "x" * 50},
+        },
+    ).json()
+    [payload] = custom(messages)
+    assert (payload["school"], payload["audience"]) == ("scotts", "parent")
+    answer = get_knowledge().answer("scotts", payload["topic"], "parent")
+    assert texts(messages)[0] == answer.text
+    assert all(m["recipient_id"] == "website-http-forced-parent" for m in messages)
+
+
+@e2e
+def test_the_pupil_channel_forces_the_pupil_audience(stack):
+    messages = post(
+        stack,
+        "pupil",
+        {
+            "sender": "http-forced-pupil",
+            "message": "can my teacher add me on snap",
+            "metadata": {"school": "lunsford", "audience": "staff"},
+        },
+    ).json()
+    [payload] = custom(messages)
+    assert (payload["school"], payload["audience"]) == ("lunsford", "pupil")
+    assert texts(messages)[0] == get_knowledge().answer("lunsford", payload["topic"], "pupil").text
+    assert texts(messages)[1].startswith("This is from our school's rules (")
+    assert not any(t.startswith("Source:") for t in texts(messages))
+
+
+@e2e
+def test_a_client_cannot_pick_the_audience_even_with_the_rest_channels_input_channel_field(stack):
+    messages = post(
+        stack,
+        "pupil",
+        {
+            "sender": "http-pupil-2",
+            "message": "can my teacher add me on snap",
+            "input_channel": "rest",
+            "metadata": {"audience": "parent", "school": "not-a-school"},
+        },
+    ).json()
+    [payload] = custom(messages)
+    assert (payload["school"], payload["audience"]) == (get_settings().default_school, "pupil")
+
+
+@e2e
+@pytest.mark.parametrize("channel", CHANNELS)
+@pytest.mark.parametrize(
+    "body",
+    [
+        [1, 2],
+        "not an object",
+        None,
+        {"message": "hi"},  # the widgets must name a sender, or every visitor would share one conversation
+        {"sender": "x"},
+        {"sender": "x", "message": 5},
+        {"sender": "", "message": "hi"},
+        {"sender": ["x"], "message": "hi"},
+        {"sender": "x" * 500, "message": "hi"},
+        {"sender": "x", "message": "hi", "metadata": "lunsford"},
+        {"sender": "x", "message": "x" * 20_000},
+    ],
+)
+def test_bad_bodies_get_a_clear_400(stack, channel, body):
+    response = post(stack, channel, body)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+
+
+@e2e
+@pytest.mark.parametrize("channel", CHANNELS)
+@pytest.mark.parametrize("raw", [b"", b"{not json", b"\xff\xfe\x00", b"<script>alert(1)</script>"])
+def test_bodies_that_are_not_json_get_a_400(stack, channel, raw):
+    response = requests.post(
+        f"{stack.rasa_url}/webhooks/{channel}/webhook",
+        data=raw,
+        headers={"Content-Type": "application/json"},
+        timeout=30,
+    )
+    assert response.status_code == 400
+    assert "<script>" not in response.text
+
+
+@e2e
+@pytest.mark.parametrize("channel", CHANNELS)
+@pytest.mark.parametrize("message", ["", "   ", "\u202e\u200b\U0001f600" * 50, "<img src=x onerror=1>"])
+def test_odd_messages_get_a_reply_not_a_crash(stack, channel, message):
+    response = post(stack, channel, {"sender": f"http-odd-{channel}", "message": message})
+    assert response.status_code == 200
+    assert isinstance(response.json(), list)
+
+
+# --- Pieces that need no server -----------------------------------------------------------------------------
+
+
+def test_templates_escape_every_value():
+    html = render_template(
+        "pupil.html",
+        prefix="/webhooks/pupil",
+        school='"><script>alert(1)</script>',
+        school_name="<b>School</b>",
+        dsl="<img src=x onerror=alert(1)>",
+        leave_url='javascript:alert(1)"',
+    )
+    assert "<script>alert" not in html and "<img" not in html and "<b>" not in html
+    assert "&lt;img src=x onerror=alert(1)&gt;" in html
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        (None, DEFAULT_LEAVE_URL),
+        ("javascript:alert(1)", DEFAULT_LEAVE_URL),
+        ("/relative", DEFAULT_LEAVE_URL),
+        ("https://user@evil.example/", DEFAULT_LEAVE_URL),
+        ("data:text/html,hi", DEFAULT_LEAVE_URL),
+        ("https://www.google.co.uk/", "https://www.google.co.uk/"),
+    ],
+)
+def test_the_leave_url_is_always_a_plain_web_address(url, expected):
+    assert safe_leave_url(url) == expected
+
+
+def test_both_widgets_are_enabled_with_no_secrets(fresh_settings):
+    channels = credentials(fresh_settings)
+    assert channels["bot.channels.website.WebsiteInput"] is None
+    assert channels["bot.channels.pupil.PupilInput"] is None
+
+
+def _code_only(js: str) -> str:
+    """widget.js without its comments (they explain what the code must never use)."""
+    without_blocks = re.sub(r"/\*.*?\*/", "", js, flags=re.S)
+    return re.sub(r"^\s*//.*$|\s//\s.*$", "", without_blocks, flags=re.M)
+
+
+def test_the_widget_never_parses_text_as_html_and_calls_no_one_else():
+    code = _code_only((STATIC_DIR / "widget.js").read_text(encoding="utf-8"))
+    sinks = ["innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(", "Function(",
+             'setAttribute("on', "localStorage", "document.cookie", "navigator.geolocation"]  # fmt: skip
+    for sink in sinks:
+        assert sink not in code, sink
+    assert not re.search(r"https?://", code), "the widget may only talk to its own server"
+    assert "textContent" in code
+
+
+# --- Colour contrast, computed from the CSS values ----------------------------------------------------------
+
+TEXT_PAIRS = [
+    ("--sg-text", "--sg-bg"),
+    ("--sg-text", "--sg-bot-bg"),
+    ("--sg-text", "--sg-user-bg"),
+    ("--sg-muted", "--sg-bg"),
+    ("--sg-muted", "--sg-bot-bg"),
+    ("--sg-on-accent", "--sg-accent"),
+    ("--sg-accent", "--sg-bg"),  # choice buttons: accent text on white
+    ("--sg-link", "--sg-bg"),
+    ("--sg-link", "--sg-bot-bg"),
+    ("--sg-on-safe", "--sg-safe"),
+    ("--sg-on-danger", "--sg-danger"),
+]
+NON_TEXT_PAIRS = [  # WCAG 1.4.11: focus outline and input border need 3:1
+    ("--sg-focus", "--sg-bg"),
+    ("--sg-focus", "--sg-bot-bg"),
+    ("--sg-border", "--sg-bg"),
+]
+
+
+def css_colours() -> dict[str, str]:
+    css = Path(STATIC_DIR / "widget.css").read_text(encoding="utf-8")
+    return dict(re.findall(r"(--sg-[a-z-]+):\s*(#[0-9a-fA-F]{3,6})\s*;", css))
+
+
+@pytest.mark.parametrize(("foreground", "background"), TEXT_PAIRS)
+def test_text_colours_meet_wcag_aa(contrast, foreground, background):
+    colours = css_colours()
+    assert contrast(colours[foreground], colours[background]) >= 4.5
+
+
+@pytest.mark.parametrize(("foreground", "background"), NON_TEXT_PAIRS)
+def test_focus_and_borders_meet_3_to_1(contrast, foreground, background):
+    colours = css_colours()
+    assert contrast(colours[foreground], colours[background]) >= 3
+
+
+def test_every_colour_variable_is_checked():
+    checked = {name for pair in TEXT_PAIRS + NON_TEXT_PAIRS for name in pair}
+    assert set(css_colours()) == checked

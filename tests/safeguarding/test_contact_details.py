@@ -1,0 +1,540 @@
+"""Optional contact details after a disclosure, through the real actions (real rasa_sdk Tracker, real
+CollectingDispatcher, real SQLite database and spool): kept encrypted with the disclosure, never echoed, never
+kept when declined, and a disclosure inside them is recorded and alerted as a disclosure of its own."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sqlite3
+import sys
+
+import pytest
+from rasa_sdk import Tracker
+from rasa_sdk.executor import ActionExecutor, CollectingDispatcher
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from actions.safeguarding import (
+    ActionAskContactDetails,
+    ActionDisclosureReference,
+    ActionLogDisclosure,
+    ActionSaveContactDetails,
+    ValidateContactForm,
+)
+from bot.safeguarding import handoff_texts as texts
+from bot.safeguarding.cases import list_cases, read_case
+from bot.safeguarding.service import replay_spool
+from bot.safeguarding.spool import Spool
+from bot.safeguarding.store import AuditEvent, Disclosure, DisclosureNote, OutboxMessage, get_engine
+
+DISCLOSURE = "my teacher keeps messaging me on snapchat and says its our secret"
+SECOND = "amy 5b. and my uncle hit me again last night"
+CONTACT_DOMAIN = {
+    "forms": {"contact_form": {"required_slots": ["contact_details"]}},
+    "slots": {
+        "contact_details": {
+            "type": "text",
+            "mappings": [
+                {
+                    "type": "from_text",
+                    "conditions": [{"active_loop": "contact_form", "requested_slot": "contact_details"}],
+                }
+            ],
+        }
+    },
+}
+
+
+def _user(text, message_id, timestamp, intent="disclose"):
+    return {
+        "event": "user",
+        "text": text,
+        "input_channel": "socketio",
+        "message_id": message_id,
+        "timestamp": timestamp,
+        "parse_data": {"intent": {"name": intent, "confidence": 0.9}, "entities": []},
+    }
+
+
+def disclosure_tracker(audience="pupil", text=DISCLOSURE):
+    """The moment action_log_disclosure runs."""
+    events = [
+        {"event": "action", "name": "action_session_start", "timestamp": 1.0},
+        {"event": "slot", "name": "school", "value": "lunsford", "timestamp": 1.1},
+        {"event": "slot", "name": "audience", "value": audience, "timestamp": 1.2},
+        {"event": "action", "name": "action_listen", "timestamp": 1.3},
+        _user("hello", "m0", 2.0, intent="greet"),
+        {
+            "event": "bot",
+            "text": "Hi! I can help with questions about staying safe on apps.",
+            "timestamp": 3.0,
+        },
+        _user(text, "msg-disclose", 4.0),
+    ]
+    latest = {
+        "text": text,
+        "intent": {"name": "disclose", "confidence": 0.9},
+        "entities": [],
+        "message_id": "msg-disclose",
+        "metadata": {},
+    }
+    slots = {"school": "lunsford", "audience": audience, "disclosure_reference": None}
+    return Tracker("widget-42", slots, latest, events, False, None, {}, "action_listen")
+
+
+def answer_tracker(
+    answer,
+    *,
+    audience="pupil",
+    reference,
+    intent="nlu_fallback",
+    answers_before=(),
+    disclosure_text=DISCLOSURE,
+    latest_extra=None,
+    form_closed=True,
+):
+    """The moment contact_form has taken ``answer`` and action_save_contact_details runs, as Rasa sends it
+    (``form_closed=False``: the moment the form hands the answer to validate_contact_form)."""
+    events = disclosure_tracker(audience, disclosure_text).events + [
+        {"event": "action", "name": "action_log_disclosure", "timestamp": 4.1},
+        {"event": "slot", "name": "disclosure_reference", "value": reference, "timestamp": 4.2},
+        {"event": "action", "name": "utter_disclosure_safe", "timestamp": 4.3},
+        {"event": "bot", "text": "Thank you for telling me.", "timestamp": 4.4},
+        {"event": "action", "name": "action_disclosure_reference", "timestamp": 4.5},
+        {"event": "slot", "name": "contact_offered", "value": True, "timestamp": 4.6},
+        {"event": "action", "name": "contact_form", "timestamp": 4.7},
+        {"event": "active_loop", "name": "contact_form", "timestamp": 4.8},
+        {"event": "slot", "name": "requested_slot", "value": "contact_details", "timestamp": 4.9},
+        {"event": "bot", "text": texts.contact_offer(audience), "timestamp": 5.0},
+        {"event": "action", "name": "action_listen", "timestamp": 5.1},
+    ]
+    timestamp = 6.0
+    for earlier in answers_before:
+        events += [
+            _user(earlier, f"msg-before-{timestamp}", timestamp, intent="affirm"),
+            {"event": "action", "name": "contact_form", "timestamp": timestamp + 0.1},
+            {"event": "bot", "text": texts.contact_prompt(audience), "timestamp": timestamp + 0.2},
+            {"event": "action", "name": "action_listen", "timestamp": timestamp + 0.3},
+        ]
+        timestamp += 1
+    events += [
+        _user(answer, "msg-contact", timestamp, intent=intent),
+        {"event": "slot", "name": "contact_details", "value": answer, "timestamp": timestamp + 0.1},
+    ]
+    if form_closed:
+        events += [
+            {"event": "action", "name": "contact_form", "timestamp": timestamp + 0.2},
+            {"event": "active_loop", "name": None, "timestamp": timestamp + 0.3},
+            {"event": "slot", "name": "requested_slot", "value": None, "timestamp": timestamp + 0.4},
+        ]
+    else:
+        # Rasa's FormAction builds this temporary tracker for validate_contact_form: the form's own
+        # execution, then the slot candidates last.
+        events += [
+            {"event": "slot", "name": "requested_slot", "value": "contact_details", "timestamp": None},
+            {"event": "action", "name": "contact_form", "timestamp": None},
+            {"event": "slot", "name": "contact_details", "value": answer, "timestamp": None},
+        ]
+    latest = {
+        "text": answer,
+        "intent": {"name": intent, "confidence": 0.9},
+        "entities": [],
+        "message_id": "msg-contact",
+        "metadata": {},
+        **(latest_extra or {}),
+    }
+    slots = {
+        "school": "lunsford",
+        "audience": audience,
+        "disclosure_reference": reference,
+        "contact_offered": True,
+        "contact_details": answer,
+        "requested_slot": None if form_closed else "contact_details",
+    }
+    active_loop = {} if form_closed else {"name": "contact_form"}
+    return Tracker("widget-42", slots, latest, events, False, None, active_loop, "contact_form")
+
+
+async def log_disclosure(settings, audience="pupil"):
+    events = await ActionLogDisclosure(settings).run(CollectingDispatcher(), disclosure_tracker(audience), {})
+    return events[0]["value"]
+
+
+async def save(settings, tracker):
+    dispatcher = CollectingDispatcher()
+    events = await ActionSaveContactDetails(settings).run(dispatcher, tracker, {})
+    return dispatcher, events
+
+
+def _rows(settings, model):
+    with Session(get_engine(settings.database_url), future=True) as session:
+        return session.execute(select(model).order_by(model.id)).scalars().all()
+
+
+def _contact_audits(settings):
+    return [event for event in _rows(settings, AuditEvent) if event.action == "contact_added"]
+
+
+def _said(dispatcher):
+    return [message.get("text") for message in dispatcher.messages]
+
+
+def _slot_events(events):
+    return {event["name"]: event["value"] for event in events if event.get("event") == "slot"}
+
+
+async def test_pupil_details_are_kept_encrypted_audited_and_never_echoed(settings):
+    reference = await log_disclosure(settings)
+    dispatcher, events = await save(settings, answer_tracker("Amy Lowe 5B", reference=reference))
+
+    assert _said(dispatcher) == [texts.PUPIL_THANKS] == ["Thank you. I've passed that on too."]
+    assert not any(
+        "amy" in (text or "").lower() or "5b" in (text or "").lower() for text in _said(dispatcher)
+    )
+    # The form's slots are cleared, so the next message is an ordinary message again.
+    assert _slot_events(events) == {"contact_details": None, "contact_offered": None}
+
+    [disclosure] = _rows(settings, Disclosure)
+    [note] = _rows(settings, DisclosureNote)
+    assert (note.disclosure_id, note.kind, note.sender_id, note.message_id, note.source) == (
+        disclosure.id,
+        "contact",
+        "widget-42",
+        "msg-contact",
+        "action",
+    )
+    # Encrypted at rest: the plaintext is in no column of the table, nor anywhere in the database files.
+    with sqlite3.connect(settings.var_dir / "schoolguide.db") as raw:
+        for row in raw.execute("SELECT * FROM disclosure_notes"):
+            assert not any("Amy" in str(value) or "5B" in str(value) for value in row)
+    for path in settings.var_dir.glob("schoolguide.db*"):
+        assert b"Amy Lowe" not in path.read_bytes()
+
+    [audit] = _contact_audits(settings)
+    assert audit.disclosure_id == disclosure.id and audit.actor == "schoolguide"
+    assert audit.detail["text_chars"] == len("Amy Lowe 5B") and audit.detail["note_id"] == note.id
+    assert "Amy" not in json.dumps(audit.detail)
+
+    case = read_case(settings, reference, actor="Ms Patel")
+    assert [item["text"] for item in case.contact] == ["Amy Lowe 5B"]
+    assert case.text == DISCLOSURE  # the disclosure itself is untouched
+
+
+async def test_parent_contact_is_confirmed_for_the_dsl_without_repeating_it(settings):
+    reference = await log_disclosure(settings, audience="parent")
+    answer = "you can reach me on 07700 900123 or jo.smith@example.com"
+    dispatcher, _ = await save(
+        settings,
+        answer_tracker(answer, audience="parent", reference=reference, intent="policy_minimum_age"),
+    )
+    [reply] = _said(dispatcher)
+    assert reply == texts.PARENT_THANKS and "Designated Safeguarding Lead will use them" in reply
+    assert "07700" not in reply and "@" not in reply
+    assert [item["text"] for item in read_case(settings, reference, actor="t").contact] == [answer]
+
+
+@pytest.mark.parametrize(
+    ("answer", "intent"),
+    [
+        ("no", "deny"),
+        ("no thanks", "deny"),
+        ("i dont want to", "disclose"),  # the classifier calls this "disclose"; it is a refusal
+        ("I don't want to.", "nlu_fallback"),
+        ("nope", "nlu_fallback"),
+        ("it's ok thanks", "thank"),
+    ],
+)
+@pytest.mark.parametrize("audience", ["pupil", "parent"])
+async def test_a_refusal_keeps_nothing_and_is_answered_kindly(settings, audience, answer, intent):
+    reference = await log_disclosure(settings, audience=audience)
+    dispatcher, events = await save(
+        settings, answer_tracker(answer, audience=audience, reference=reference, intent=intent)
+    )
+    [reply] = _said(dispatcher)
+    assert reply.startswith("That's OK.")
+    assert reply == texts.contact_declined(audience, reference)
+    assert _rows(settings, DisclosureNote) == [] and _contact_audits(settings) == []
+    assert len(_rows(settings, Disclosure)) == 1
+    assert Spool(settings.spool_dir).records() == []
+    assert _slot_events(events) == {"contact_details": None, "contact_offered": None}
+
+
+async def test_a_disclosure_inside_the_details_is_recorded_alerted_and_kept_as_contact(settings):
+    detector = pytest.importorskip("bot.safeguarding.detector")
+    assert detector.assess(SECOND).is_disclosure  # the premise of this test
+    first = await log_disclosure(settings)
+    dispatcher, events = await save(settings, answer_tracker(SECOND, reference=first, intent="disclose"))
+
+    disclosures = {row.reference: row for row in _rows(settings, Disclosure)}
+    assert len(disclosures) == 2
+    [second] = [reference for reference in disclosures if reference != first]
+    row = disclosures[second]
+    assert (row.sender_id, row.message_id, row.audience) == ("widget-42", "msg-contact", "pupil")
+    case = read_case(settings, second, actor="t")
+    assert case.text == SECOND
+    assert "physical_abuse_neglect" in case.categories
+    assert {"who": "user", "text": DISCLOSURE} in case.context  # the DSL sees what came before
+    alerts = [m for m in _rows(settings, OutboxMessage) if m.disclosure_id == row.id]
+    assert len(alerts) == 2  # queued for both DSLs, like any disclosure
+
+    # ... and it is still kept as the contact details of the first disclosure.
+    assert [item["text"] for item in read_case(settings, first, actor="t").contact] == [SECOND]
+    [audit] = _contact_audits(settings)
+    assert audit.disclosure_id == disclosures[first].id and audit.detail["also_recorded_as"] == second
+
+    from bot.safeguarding.replies import safe_reply
+
+    assert _said(dispatcher) == [safe_reply("pupil")]  # the safe reply, not "Thank you, passed that on"
+    assert _slot_events(events)["disclosure_reference"] == second
+
+
+async def test_a_parent_disclosing_again_gets_the_safe_reply_and_the_new_reference(settings):
+    pytest.importorskip("bot.safeguarding.detector")
+    first = await log_disclosure(settings, audience="parent")
+    answer = "07700 900123. also her coach touched her at training"
+    dispatcher, _ = await save(settings, answer_tracker(answer, audience="parent", reference=first))
+    [second] = [row.reference for row in _rows(settings, Disclosure) if row.reference != first]
+    from bot.safeguarding.replies import safe_reply
+
+    assert _said(dispatcher) == [safe_reply("parent"), texts.REFERENCE_GIVEN.format(reference=second)]
+
+
+async def test_the_classifier_alone_does_not_turn_contact_details_into_a_disclosure(settings):
+    """The intent classifier says "disclose" for "call me on 07700900123"; the rules layer decides."""
+    pytest.importorskip("bot.safeguarding.detector")
+    reference = await log_disclosure(settings, audience="parent")
+    classifier_only = {
+        "is_disclosure": True,
+        "categories": ["other"],
+        "risk": "high",
+        "matched": ["intent_classifier"],
+    }
+    dispatcher, _ = await save(
+        settings,
+        answer_tracker(
+            "call me on 07700900123",
+            audience="parent",
+            reference=reference,
+            intent="disclose",
+            latest_extra={"safeguarding": classifier_only},
+        ),
+    )
+    assert _said(dispatcher) == [texts.PARENT_THANKS]
+    assert len(_rows(settings, Disclosure)) == 1 and len(_rows(settings, DisclosureNote)) == 1
+
+
+async def test_without_the_detector_the_nlu_verdict_decides_erring_towards_recording(settings, monkeypatch):
+    reference = await log_disclosure(settings)
+    monkeypatch.setitem(sys.modules, "bot.safeguarding.detector", None)  # import now fails
+    await save(settings, answer_tracker("he did it again", reference=reference, intent="disclose"))
+    assert len(_rows(settings, Disclosure)) == 2  # recorded as its own disclosure
+    assert len(_rows(settings, DisclosureNote)) == 1  # and kept with the first
+
+
+async def test_details_for_a_spooled_disclosure_are_spooled_then_attached_on_replay(
+    down_postgres, make_settings
+):
+    reference = await log_disclosure(down_postgres)
+    assert [record["reference"] for record in Spool(down_postgres.spool_dir).records()] == [reference]
+
+    dispatcher, _ = await save(down_postgres, answer_tracker("Amy Lowe 5B", reference=reference))
+    assert _said(dispatcher) == [texts.PUPIL_THANKS]  # kept durably, so the thanks is true
+    spool_text = (down_postgres.spool_dir / "disclosures.jsonl").read_text()
+    assert "Amy" not in spool_text  # encrypted in the spool too
+    assert [record.get("record_type") for record in Spool(down_postgres.spool_dir).records()] == [
+        None,
+        "contact_note",
+    ]
+
+    back = dataclasses.replace(down_postgres, database_url=make_settings().database_url)
+    report = replay_spool(back)
+    assert (report.replayed, report.notes_attached, report.remaining) == (1, 1, 0)
+    case = read_case(back, reference, actor="t")
+    assert [item["text"] for item in case.contact] == ["Amy Lowe 5B"]
+    [audit] = _contact_audits(back)
+    assert audit.detail["source"] == "spool"
+    # Replaying again changes nothing.
+    assert replay_spool(back).notes_attached == 0 and len(_rows(back, DisclosureNote)) == 1
+
+
+async def test_a_note_waits_in_the_spool_until_its_disclosure_arrives(settings, down_postgres):
+    """The database is up but the disclosure is still spooled: the note is spooled behind it."""
+    reference = await log_disclosure(down_postgres)  # spooled while the database was down
+    await save(settings, answer_tracker("Amy Lowe 5B", reference=reference))  # database up again
+    assert _rows(settings, DisclosureNote) == []
+    report = replay_spool(settings)
+    assert (report.replayed, report.notes_attached, report.remaining) == (1, 1, 0)
+    assert [item["text"] for item in read_case(settings, reference, actor="t").contact] == ["Amy Lowe 5B"]
+
+
+async def test_with_no_reference_the_disclosure_is_recorded_again_from_the_tracker(settings):
+    """Nothing could store the disclosure at the time (empty reference slot): the details must not be lost,
+    and the disclosure is recovered from the conversation, keyed as action_log_disclosure keyed it."""
+    dispatcher, events = await save(settings, answer_tracker("Amy Lowe 5B", reference=None))
+    [disclosure] = _rows(settings, Disclosure)
+    assert (disclosure.sender_id, disclosure.message_id) == ("widget-42", "msg-disclose")
+    case = read_case(settings, disclosure.reference, actor="t")
+    assert case.text == DISCLOSURE and [item["text"] for item in case.contact] == ["Amy Lowe 5B"]
+    assert _contact_audits(settings)[0].detail["disclosure_recorded_again"] == "database"
+    assert _slot_events(events)["disclosure_reference"] == disclosure.reference
+    assert _said(dispatcher) == [texts.PUPIL_THANKS]
+    # Had the first recording worked after all, it is the same row (idempotent on the message).
+    assert (await log_disclosure(settings)) == disclosure.reference
+
+
+async def test_when_nothing_can_keep_the_details_the_reply_says_so(down_postgres, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    hopeless = dataclasses.replace(down_postgres, spool_dir=blocker / "spool")
+    dispatcher, events = await save(
+        hopeless, answer_tracker("07700 900123", audience="parent", reference="SG-7K3P-QX9M")
+    )
+    assert _said(dispatcher) == [texts.PARENT_NOT_SAVED]
+    assert _slot_events(events) == {"contact_details": None, "contact_offered": None}
+
+
+async def test_staff_are_never_offered_the_form(settings):
+    tracker = disclosure_tracker("staff")
+    tracker.slots["disclosure_reference"] = "SG-7K3P-QX9M"
+    events = await ActionDisclosureReference(settings).run(CollectingDispatcher(), tracker, {})
+    assert _slot_events(events) == {"contact_offered": False}
+    for audience in ("pupil", "parent"):
+        tracker = disclosure_tracker(audience)
+        events = await ActionDisclosureReference(settings).run(CollectingDispatcher(), tracker, {})
+        assert _slot_events(events) == {"contact_offered": True}
+
+
+def _asking_tracker(audience, answers):
+    return answer_tracker(
+        answers[-1],
+        audience=audience,
+        reference="SG-7K3P-QX9M",
+        answers_before=answers[:-1],
+        intent="affirm",
+        form_closed=False,
+    )
+
+
+@pytest.mark.parametrize("audience", ["pupil", "parent"])
+async def test_a_bare_yes_is_asked_once_more_then_taken_as_given(audience):
+    dispatcher = CollectingDispatcher()
+    first = _asking_tracker(audience, ["yes"])
+    events = await ValidateContactForm().run(dispatcher, first, CONTACT_DOMAIN)
+    assert {"event": "slot", "timestamp": None, "name": "contact_details", "value": None} in events
+    await ActionAskContactDetails().run(dispatcher, first, {})
+    assert _said(dispatcher) == [texts.contact_prompt(audience)]
+
+    again = _asking_tracker(audience, ["yes", "ok"])
+    events = await ValidateContactForm().run(CollectingDispatcher(), again, CONTACT_DOMAIN)
+    assert {"event": "slot", "timestamp": None, "name": "contact_details", "value": "ok"} in events
+
+    details = _asking_tracker(audience, ["Amy 5B"])
+    events = await ValidateContactForm().run(CollectingDispatcher(), details, CONTACT_DOMAIN)
+    assert {"event": "slot", "timestamp": None, "name": "contact_details", "value": "Amy 5B"} in events
+
+
+@pytest.mark.parametrize("audience", ["pupil", "parent"])
+async def test_the_question_is_asked_once_by_the_form(settings, audience):
+    """action_disclosure_reference does not ask; the form's first question is the offer."""
+    tracker = disclosure_tracker(audience)
+    tracker.slots["disclosure_reference"] = "SG-7K3P-QX9M"
+    reference_dispatcher = CollectingDispatcher()
+    await ActionDisclosureReference(settings).run(reference_dispatcher, tracker, {})
+    assert texts.contact_offer(audience) not in _said(reference_dispatcher)
+    tracker.events.append({"event": "action", "name": "action_disclosure_reference", "timestamp": 5.0})
+    tracker.events.append({"event": "action", "name": "contact_form", "timestamp": 5.1})
+    ask = CollectingDispatcher()
+    await ActionAskContactDetails(settings).run(ask, tracker, {})
+    assert _said(ask) == [texts.contact_offer(audience)]
+    offer = texts.contact_offer(audience)
+    assert "don't have to" in offer.lower()
+    if audience == "pupil":
+        assert "name" in offer and "class" in offer and "Designated" not in offer
+    else:
+        assert "phone number or email address" in offer
+
+
+async def test_list_json_and_export_show_the_contact_details(settings):
+    reference = await log_disclosure(settings)
+    await save(settings, answer_tracker("Amy Lowe 5B", reference=reference))
+    staff = Tracker(
+        "teams-7",
+        {"school": "lunsford", "audience": "staff"},
+        {"text": "a pupil told me she is being hit at home", "message_id": "s1", "metadata": {}},
+        [],
+        False,
+        None,
+        {},
+        "action_listen",
+    )
+    [other] = await ActionLogDisclosure(settings).run(CollectingDispatcher(), staff, {})
+    listed = {case.reference: case.as_json() for case in list_cases(settings, actor="t", with_text=True)}
+    assert [item["text"] for item in listed[reference]["contact"]] == ["Amy Lowe 5B"]
+    assert listed[reference]["contact"][0]["added_at"].startswith("20")
+    assert listed[other["value"]]["contact"] == []
+    # Not read: not decrypted.
+    assert all(case.contact is None for case in list_cases(settings, actor="t"))
+
+
+def test_the_action_server_registers_the_contact_actions():
+    executor = ActionExecutor()
+    executor.register_package("actions")
+    assert {
+        "action_ask_contact_details",
+        "validate_contact_form",
+        "action_save_contact_details",
+    } <= set(executor.actions)
+
+
+async def test_an_upgraded_least_privilege_postgres_database_keeps_working(make_settings, postgres_url):
+    """A database from before disclosure_notes, run by a role that may not create tables: disclosures are
+    still stored and readable, contact details wait in the spool, and are attached once the owner has
+    created the table and granted it."""
+    from sqlalchemy import text
+    from sqlalchemy.engine import make_url
+
+    from bot.safeguarding.store import Base, create_engine_for, dispose_engines
+
+    owner_engine = create_engine_for(postgres_url)
+    Base.metadata.create_all(
+        owner_engine, tables=[t for t in Base.metadata.sorted_tables if t.name != "disclosure_notes"]
+    )
+    schema = make_url(postgres_url).query["options"].split("=", 1)[1]
+    role = f"sg_app_{schema[-12:]}"
+    with owner_engine.begin() as connection:
+        connection.execute(text(f"CREATE ROLE {role} LOGIN"))
+        connection.execute(text(f'GRANT USAGE ON SCHEMA "{schema}" TO {role}'))
+        connection.execute(text(f"GRANT SELECT, INSERT, UPDATE ON disclosures, outbox_messages TO {role}"))
+        connection.execute(text(f"GRANT SELECT, INSERT ON audit_events TO {role}"))
+        connection.execute(text(f'GRANT USAGE ON ALL SEQUENCES IN SCHEMA "{schema}" TO {role}'))
+    try:
+        app = make_settings(
+            database_url=make_url(postgres_url).set(username=role).render_as_string(hide_password=False)
+        )
+        reference = await log_disclosure(app)
+        assert [row.reference for row in _rows(app, Disclosure)] == [reference]  # not spooled
+        dispatcher, _ = await save(app, answer_tracker("Amy Lowe 5B", reference=reference))
+        assert _said(dispatcher) == [texts.PUPIL_THANKS]
+        assert [r.get("record_type") for r in Spool(app.spool_dir).records()] == ["contact_note"]
+        case = read_case(app, reference, actor="Ms Patel")
+        assert case.text == DISCLOSURE and case.contact[0]["text"] is None
+        assert "could not be read" in case.contact[0]["error"]
+
+        dispose_engines()
+        owner = make_settings(database_url=postgres_url)
+        read_case(owner, reference, actor="the owner")  # any command run as the owner creates the table
+        with owner_engine.begin() as connection:
+            connection.execute(text(f"GRANT SELECT, INSERT ON disclosure_notes TO {role}"))
+            connection.execute(text(f'GRANT USAGE ON ALL SEQUENCES IN SCHEMA "{schema}" TO {role}'))
+        dispose_engines()
+        assert replay_spool(app).notes_attached == 1
+        assert [item["text"] for item in read_case(app, reference, actor="Ms Patel").contact] == [
+            "Amy Lowe 5B"
+        ]
+    finally:
+        dispose_engines()
+        with owner_engine.begin() as connection:
+            connection.execute(text(f"DROP OWNED BY {role}"))
+            connection.execute(text(f"DROP ROLE {role}"))
+        owner_engine.dispose()

@@ -90,6 +90,8 @@ class Settings:
     teams_tenant_id: str | None = None
     teams_openid_metadata_url: str = "https://login.botframework.com/v1/.well-known/openidconfiguration"
     teams_token_url: str | None = None
+    # Where the pupil widget's "Leave quickly" button goes: a neutral site.
+    pupil_leave_url: str = "https://www.bbc.co.uk/weather"
     cors_origins: tuple[str, ...] = field(default=("*",))
 
     @classmethod
@@ -141,6 +143,7 @@ class Settings:
                 "TEAMS_OPENID_METADATA_URL", "https://login.botframework.com/v1/.well-known/openidconfiguration"
             ),
             teams_token_url=_env("TEAMS_TOKEN_URL"),
+            pupil_leave_url=_env("PUPIL_LEAVE_URL", "https://www.bbc.co.uk/weather"),
             cors_origins=_list("CORS_ORIGINS") or ("*",),
         )
 

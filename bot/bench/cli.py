@@ -11,8 +11,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import random
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -214,7 +216,11 @@ def run_backend(label: str, settings: Settings, model: Path, profile: Profile, m
                 "trend": memory_trend(soak),
             }
         stored = stored_disclosure_senders(settings)
-        out["disclosures"] = count_stored(sent, stored) | {"store_total": len(stored)}
+        out["disclosures"] = count_stored(sent, stored) | {
+            "store_total": len(stored),
+            # Policy conversations the detector escalated (false escalations; see reports/eval.md).
+            "escalated_policy_conversations": len({s for s in stored if s not in set(sent) and "-c" in s}),
+        }
         if schools:
             out["schools"] = {}
             for count in profile.school_counts:
@@ -371,20 +377,24 @@ def run_bench(profile: Profile, report_dir: Path, keep: bool = False) -> dict:
         "timings": {},
     }
     ok = False
+    step = "start"
     try:
         t = time.monotonic()
         texts = [q["text"] for q in material["questions"]]
+        step = "NLU parse (ours) and BM25"
         results["nlu"] = {"ours": nlu_comparison(material, parse_model(work, model, texts, "ours"))}
         results["nlu"]["bm25"] = bm25_comparison(material)
         results["timings"]["nlu ours + bm25"] = time.monotonic() - t
 
         t = time.monotonic()
+        step = "SQLite stack"
         sqlite = bench_settings(base, work / "sqlite")
         results["backends"]["sqlite"] = run_backend("sqlite", sqlite, model, profile, material, work, True)
         results["timings"]["sqlite stack"] = time.monotonic() - t
 
         if profile.postgres:
             t = time.monotonic()
+            step = "PostgreSQL stack"
             name = f"schoolguide_bench_{stamp}"
             url = create_database(name)
             try:
@@ -398,12 +408,14 @@ def run_bench(profile: Profile, report_dir: Path, keep: bool = False) -> dict:
 
         if profile.train:
             t = time.monotonic()
+            step = "training from scratch"
             results["training"] = train(base, base.home / "config.yml", work / "train", "bench-ours")
             results["training"]["what"] = "rasa train (NLU + dialogue), project config, empty cache"
             results["timings"]["training ours"] = time.monotonic() - t
 
         if profile.baseline:
             t = time.monotonic()
+            step = "stock baseline"
             config = write_stock_config(work / "stock-config.yml")
             stock = train(base, config, work / "train", "bench-stock", nlu_only=True)
             results["nlu"]["stock"] = nlu_comparison(
@@ -411,8 +423,12 @@ def run_bench(profile: Profile, report_dir: Path, keep: bool = False) -> dict:
             ) | {"training_seconds": stock["seconds"], "size_mib": stock["size_mib"]}
             results["timings"]["stock baseline"] = time.monotonic() - t
         ok = True
+    except BaseException as exc:
+        results["incomplete"] = f"stopped during {step}: {type(exc).__name__}: {exc}"[:500]
+        raise
     finally:
         results["total_seconds"] = time.monotonic() - started
+        results["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
         raw = base.var_dir / "bench" / f"results-{profile.name}.json"
         raw.write_text(json.dumps(results, indent=1, default=str))
         logger.info("raw results: %s", raw)
@@ -420,21 +436,22 @@ def run_bench(profile: Profile, report_dir: Path, keep: bool = False) -> dict:
             shutil.rmtree(work, ignore_errors=True)
         elif not ok:
             logger.error("bench failed; logs kept in %s", work)
-    report_dir.mkdir(parents=True, exist_ok=True)
-    plot = report_mod.plot(results, report_dir / "bench.png")
-    (report_dir / "bench.md").write_text(
-        report_mod.render_markdown(results, plot_name=plot.name if plot else None)
-    )
+        # Written even when a step failed or the run was stopped: the report then says so and what is missing.
+        report_dir.mkdir(parents=True, exist_ok=True)
+        plot = report_mod.plot(results, report_dir / "bench.png")
+        (report_dir / "bench.md").write_text(
+            report_mod.render_markdown(results, plot_name=plot.name if plot else None)
+        )
     return results
 
 
 def _machine() -> dict:
-    import os
     import platform
 
     import psutil
 
     return {
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
         "cpus": os.cpu_count(),
         "memory_gib": round(psutil.virtual_memory().total / 1024**3, 1),
         "python": platform.python_version(),
@@ -442,7 +459,13 @@ def _machine() -> dict:
     }
 
 
+def _terminate(signum, frame):  # noqa: ARG001
+    raise SystemExit(f"stopped by signal {signum}")
+
+
 def _run(args: argparse.Namespace) -> int:
+    # SIGTERM (e.g. `timeout`) unwinds like Ctrl-C, so every server is stopped in its finally block.
+    signal.signal(signal.SIGTERM, _terminate)
     profile = QUICK if args.quick else FULL
     results = run_bench(profile, get_settings().home / "reports", keep=args.keep)
     for line in report_mod.summary_lines(results):

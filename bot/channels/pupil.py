@@ -70,6 +70,5 @@ class PupilInput(WebsiteInput):
 
 
 def credentials_entry(settings: Settings) -> tuple[str, dict | None]:
-    """Always on. The neutral "Leave quickly" site comes from ``settings.pupil_leave_url`` once it exists."""
-    leave_url = getattr(settings, "pupil_leave_url", None)
-    return f"{__name__}.{PupilInput.__name__}", ({"leave_url": leave_url} if leave_url else None)
+    """Always on. The neutral "Leave quickly" site comes from ``settings.pupil_leave_url``."""
+    return f"{__name__}.{PupilInput.__name__}", {"leave_url": settings.pupil_leave_url}

@@ -152,6 +152,20 @@ def _as_text(value: Any) -> str:
     return value
 
 
+# Buttons send Rasa intent payloads; the DSL should read what the person did, not "/disclose".
+BUTTON_WORDS = {"/disclose": "(pressed the \"Talk to a grown-up\" button)"}
+
+
+def readable_message(text: str) -> str:
+    """The message as the DSL should read it: button payloads become a description of the button."""
+    stripped = text.strip()
+    if stripped in BUTTON_WORDS:
+        return BUTTON_WORDS[stripped]
+    if stripped.startswith("/") and " " not in stripped and len(stripped) < 80:
+        return f"(pressed a button: {stripped})"
+    return text
+
+
 def _label(value: Any, limit: int, default: str) -> str:
     """A short plain-text column value: no NULs or lone surrogates (PostgreSQL rejects both), capped."""
     text = _as_text(value).replace("\x00", "").encode("utf-8", "replace").decode("utf-8").strip()
@@ -217,7 +231,7 @@ def prepare_disclosure(
     reference: str | None = None,
 ) -> PreparedDisclosure:
     """Clean every field and encrypt the words; falls back to an unencrypted spool-only record if it must."""
-    words = _as_text(text)
+    words = readable_message(_as_text(text))
     truncated_from = len(words) if len(words) > MAX_TEXT_CHARS else None
     words = words[:MAX_TEXT_CHARS]
     context_json = json.dumps(_context(context), ensure_ascii=True)

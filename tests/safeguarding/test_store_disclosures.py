@@ -317,3 +317,12 @@ def test_malformed_timestamp_and_context_still_record_the_words(settings, record
     result = record(settings, created_at="yesterday", context=[Unprintable()])
     assert result.stored == "database"
     assert read_case(settings, result.reference, actor="test").text == WORDS
+
+
+def test_button_payloads_are_stored_as_what_the_person_did():
+    from bot.safeguarding.service import readable_message
+
+    assert readable_message("/disclose") == '(pressed the "Talk to a grown-up" button)'
+    assert readable_message("/policy_report_post") == "(pressed a button: /policy_report_post)"
+    assert readable_message("my step dad hits me") == "my step dad hits me"
+    assert readable_message("/ not a payload") == "/ not a payload"

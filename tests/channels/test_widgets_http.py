@@ -292,7 +292,7 @@ def test_the_leave_url_is_always_a_plain_web_address(url, expected):
 def test_both_widgets_are_enabled_with_no_secrets(fresh_settings):
     channels = credentials(fresh_settings)
     assert channels["bot.channels.website.WebsiteInput"] is None
-    assert channels["bot.channels.pupil.PupilInput"] is None
+    assert channels["bot.channels.pupil.PupilInput"] == {"leave_url": "https://www.bbc.co.uk/weather"}
 
 
 def _code_only(js: str) -> str:

@@ -46,8 +46,11 @@ def evaluate_targets(results: dict) -> list[dict]:
                 if think and think["latency_ms"]["p95"] is not None:
                     why += (
                         f" With people's reading time between messages (1-3 s) the p95 at 8 conversations is "
-                        f"{think['latency_ms']['p95']:.0f} ms."
-                    )
+                        f"{think['latency_ms']['p95']:.0f} ms"
+                        + (" (still over: bursts of arrivals queue, and the p95 at 1 conversation is already "
+                           f"{c1['latency_ms']['p95']:.0f} ms on this shared machine)."
+                           if think["latency_ms"]["p95"] >= TARGET_P95_MS else ".")
+                    )  # fmt: skip
             rows.append(
                 {
                     "target": f"p95 < {TARGET_P95_MS:.0f} ms at 8 concurrent conversations ({label})",
@@ -79,8 +82,12 @@ def evaluate_targets(results: dict) -> list[dict]:
                     f"stored exactly once: {'yes' if stored.get('exactly_once') else 'NO'}",
                     "met": met,
                     "why": None if met else (
-                        "same queueing as every other message at 8 closed-loop conversations (the disclosure"
-                        " path itself is one extra database commit)" if stored.get("exactly_once")
+                        f"at 1 conversation a disclosure takes p50 {_ms(d1['p50'])} / p95 {_ms(d1['p95'])} "
+                        "ms "
+                        f"against {_ms((c1 or c8)['by_kind']['question']['p50'])} ms for a policy question: "
+                        "it is classified, encrypted, committed durably and its DSL alert queued before the "
+                        "reply is sent; at 8 closed-loop conversations it also queues behind the other "
+                        "messages like everything else" if stored.get("exactly_once")
                         else f"missing {stored.get('missing')}, duplicated {stored.get('duplicated')}"
                     ),
                 }
@@ -118,6 +125,20 @@ def evaluate_targets(results: dict) -> list[dict]:
                         "why": None if met else "grows over the soak; see the memory plot",
                     }
                 )
+    if results.get("profile") == "full" and results.get("total_seconds"):
+        total = results["total_seconds"] / 60
+        rows.append(
+            {
+                "target": "the whole `make bench` under 25 minutes",
+                "measured": f"{total:.0f} min"
+                + (" (then stopped)" if results.get("incomplete") else ""),
+                "met": total < 25 and not results.get("incomplete"),
+                "why": None if total < 25 and not results.get("incomplete") else (
+                    "the stock baseline alone needs far longer than that to train on 2 cores (see the "
+                    "NLU section)"
+                ),
+            }
+        )  # fmt: skip
     training = results.get("training")
     rows.append(
         {
@@ -227,9 +248,9 @@ def render_markdown(results: dict, plot_name: str | None = "bench.png") -> str:
             f"Disclosures: {d.get('sent')} sent during the run (each from its own sender id), "
             f"{d.get('stored')} "
             f"of them found in the store afterwards; missing {len(d.get('missing', []))}, duplicated "
-            f"{len(d.get('duplicated', []))}. The store holds {d.get('store_total')} in all: the others are "
-            f"warm-up messages and {d.get('escalated_policy_conversations', 0)} policy conversations the "
-            "detector escalated (false escalations, measured in reports/eval.md).",
+            f"{len(d.get('duplicated', []))}. The store holds {d.get('store_total')} in all: "
+            f"{d.get('escalated_policy_conversations', 0)} come from policy-question conversations that the "
+            "detector escalated (false escalations; the rate is measured in reports/eval.md).",
             "",
             "| process | idle RSS MiB | soak mean MiB | soak max MiB | after MiB | slope over soak MiB/min |",
             "| --- | --- | --- | --- | --- | --- |",
@@ -290,6 +311,12 @@ def render_markdown(results: dict, plot_name: str | None = "bench.png") -> str:
         if not row:
             lines.append(f"| {names[key]} | not measured | | | | | |")
             continue
+        if row.get("timed_out"):
+            lines.append(
+                f"| {names[key]} | not measured: training stopped after "
+                f"{row['seconds'] / 60:.1f} min (see below) | | | | > {row['seconds']:.0f} | |"
+            )
+            continue
         train_s = row.get("training_seconds") or (training["seconds"] if key == "ours" and training else None)
         size = row.get("size_mib") or (results.get("model", {}).get("size_mib") if key == "ours" else None)
         lines.append(
@@ -297,6 +324,9 @@ def render_markdown(results: dict, plot_name: str | None = "bench.png") -> str:
             f"{_ms(row['parse_ms']['p50'])} "
             f"| {_ms(row['parse_ms']['p95'])} | {_num(train_s, '{:.0f}')} | {_num(size)} |"
         )
+    stock = nlu.get("stock") or {}
+    if stock.get("timed_out"):
+        lines += ["", _stock_timeout_text(stock)]
     lines += [
         "",
         "## Method",
@@ -323,6 +353,19 @@ def render_markdown(results: dict, plot_name: str | None = "bench.png") -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _stock_timeout_text(stock: dict) -> str:
+    text = f"The stock pipeline's training was stopped after {stock['seconds'] / 60:.1f} minutes"
+    if stock.get("epochs_done") is not None:
+        text += (
+            f", {stock['epochs_done']} of {stock['epochs_total']} epochs into its {stock['component']} at "
+            f"{stock['seconds_per_epoch']:.1f} s an epoch: that component alone would need about "
+            f"{stock['component_seconds_estimate'] / 60:.0f} minutes on this machine (then the "
+            "ResponseSelector's 100 epochs), beyond the bench's 25-minute budget. Its accuracy is "
+            "therefore not measured here; ours trains NLU and dialogue together in the time shown above"
+        )
+    return text + "."
 
 
 def plot(results: dict, path: Path) -> Path | None:

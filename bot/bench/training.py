@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -50,8 +51,32 @@ policies:
 """
 
 
-def train(settings: Settings, config: Path, out_dir: Path, name: str, nlu_only: bool = False) -> dict:
-    """Train from scratch (an empty Rasa cache in ``out_dir``) and time it; returns seconds and model size."""
+_EPOCHS = re.compile(r"Epochs:\s+\d+%\|[^|]*\|\s*(\d+)/(\d+) \[[^,]*?,\s*([\d.]+)s/it")
+_COMPONENT = re.compile(r"Starting to train component '(\w+)'")
+
+
+def training_progress(log_text: str) -> dict:
+    """Where a stopped training run had got to: the component, its epochs done/total and seconds per epoch
+    (from Rasa's progress bars), and the time that component alone would need for every epoch."""
+    components = _COMPONENT.findall(log_text)
+    bars = _EPOCHS.findall(log_text)
+    if not bars:
+        return {"component": components[-1] if components else None}
+    done, total, per_epoch = int(bars[-1][0]), int(bars[-1][1]), float(bars[-1][2])
+    return {
+        "component": components[-1] if components else None,
+        "epochs_done": done,
+        "epochs_total": total,
+        "seconds_per_epoch": per_epoch,
+        "component_seconds_estimate": per_epoch * total,
+    }
+
+
+def train(settings: Settings, config: Path, out_dir: Path, name: str, nlu_only: bool = False,
+          timeout: float | None = None) -> dict:  # fmt: skip
+    """Train from scratch (an empty Rasa cache in ``out_dir``) and time it; returns seconds and model size.
+
+    With ``timeout``, a run that takes longer is stopped and reported as ``timed_out`` with its progress."""
     out_dir.mkdir(parents=True, exist_ok=True)
     env = rasa_env(settings)
     env["RASA_CACHE_DIRECTORY"] = str(out_dir / f"cache-{name}")  # no reuse of earlier training runs
@@ -74,7 +99,19 @@ def train(settings: Settings, config: Path, out_dir: Path, name: str, nlu_only: 
     logger.info("training %s: %s", name, " ".join(cmd))
     started = time.monotonic()
     with log.open("w") as out:
-        subprocess.run(cmd, cwd=settings.home, env=env, stdout=out, stderr=subprocess.STDOUT, check=True)
+        try:
+            subprocess.run(
+                cmd, cwd=settings.home, env=env, stdout=out, stderr=subprocess.STDOUT,
+                check=True, timeout=timeout,
+            )  # fmt: skip
+        except subprocess.TimeoutExpired:
+            seconds = time.monotonic() - started
+            logger.warning("training %s stopped after %.0f s (time limit)", name, seconds)
+            return {
+                "timed_out": True,
+                "seconds": seconds,
+                **training_progress(log.read_text(errors="replace")),
+            }
     seconds = time.monotonic() - started
     model = out_dir / f"{name}.tar.gz"
     return {"seconds": seconds, "model": str(model), "size_mib": model.stat().st_size / 1024 / 1024}

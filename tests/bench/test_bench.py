@@ -234,3 +234,19 @@ def test_plot_writes_a_png(tmp_path):
     pytest.importorskip("matplotlib")
     path = report.plot(_results(), tmp_path / "bench.png")
     assert path and path.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_training_progress_reads_rasa_progress_bars():
+    from bot.bench.training import training_progress
+
+    log = (
+        "Starting to train component 'CountVectorsFeaturizer'\n"
+        "Starting to train component 'DIETClassifier'\n"
+        "Epochs:  19%|█▉        | 19/100 [05:05<19:27, 14.41s/it, t_loss=4.29]"
+        "Epochs:  20%|██        | 20/100 [05:14<17:19, 12.99s/it, t_loss=4.19, i_acc=0.996]"
+    )
+    progress = training_progress(log)
+    assert progress["component"] == "DIETClassifier"
+    assert (progress["epochs_done"], progress["epochs_total"]) == (20, 100)
+    assert progress["component_seconds_estimate"] == pytest.approx(1299)
+    assert training_progress("nothing yet") == {"component": None}

@@ -140,7 +140,8 @@ class Settings:
             teams_app_password=_env("TEAMS_APP_PASSWORD"),
             teams_tenant_id=_env("TEAMS_TENANT_ID"),
             teams_openid_metadata_url=_env(
-                "TEAMS_OPENID_METADATA_URL", "https://login.botframework.com/v1/.well-known/openidconfiguration"
+                "TEAMS_OPENID_METADATA_URL",
+                "https://login.botframework.com/v1/.well-known/openidconfiguration",
             ),
             teams_token_url=_env("TEAMS_TOKEN_URL"),
             pupil_leave_url=_env("PUPIL_LEAVE_URL", "https://www.bbc.co.uk/weather"),

@@ -20,7 +20,14 @@ def test_valid_metadata_becomes_entities():
 
 @pytest.mark.parametrize(
     "metadata",
-    [None, "lunsford", [], {}, {"school": "hogwarts", "audience": "governor"}, {"school": 5, "audience": None}],
+    [
+        None,
+        "lunsford",
+        [],
+        {},
+        {"school": "hogwarts", "audience": "governor"},
+        {"school": 5, "audience": None},
+    ],
 )
 def test_missing_or_invalid_metadata_adds_nothing(metadata):
     assert context_entities(metadata) == []

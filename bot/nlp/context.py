@@ -36,7 +36,7 @@ def _known_schools() -> tuple[str, ...]:
 
 
 def context_entities(metadata: Any) -> list[dict[str, Any]]:
-    """The ``school`` and ``audience`` entities the metadata validly names (none for missing/invalid values)."""
+    """The ``school`` and ``audience`` entities the metadata validly names (none for invalid values)."""
     if not isinstance(metadata, dict):
         return []
     # resolve_context validates; a value only counts if it survived as the one the client sent.

@@ -153,7 +153,7 @@ def _as_text(value: Any) -> str:
 
 
 # Buttons send Rasa intent payloads; the DSL should read what the person did, not "/disclose".
-BUTTON_WORDS = {"/disclose": "(pressed the \"Talk to a grown-up\" button)"}
+BUTTON_WORDS = {"/disclose": '(pressed the "Talk to a grown-up" button)'}
 
 
 def readable_message(text: str) -> str:

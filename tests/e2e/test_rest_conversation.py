@@ -95,7 +95,8 @@ def test_unsure_offers_topics_as_buttons_and_answers_the_one_picked(stack):
     picked = next(b for b in buttons if b["payload"].startswith("/policy_"))
     answer = stack.say("e2e-fallback-1", picked["payload"], metadata)
     [payload] = _custom(answer)
-    assert payload["school"] == "lseat" and "/policy_" + payload["topic"].replace("-", "_") == picked["payload"]
+    assert payload["school"] == "lseat"
+    assert "/policy_" + payload["topic"].replace("-", "_") == picked["payload"]
 
 
 def test_none_of_these_twice_hands_off_to_the_schools_contact(stack):

@@ -33,22 +33,12 @@ from spacy.language import Language
 from spacy.matcher import Matcher
 from spacy.tokens import Doc
 
+from bot.safeguarding.categories import CATEGORIES, RISKS
+
 logger = logging.getLogger(__name__)
 
 VOCABULARY_PATH = Path(__file__).with_name("vocabulary.yml")
 
-CATEGORIES = (
-    "sexual_abuse_grooming",
-    "image_sharing_sextortion",
-    "adult_boundary_breach",
-    "bullying",
-    "self_harm_suicide",
-    "physical_abuse_neglect",
-    "radicalisation",
-    "other",
-)
-# Risk of a disclosure, most urgent first. Non-disclosures carry NO_RISK.
-RISKS = ("immediate", "high", "medium")
 NO_RISK = "none"
 STRENGTHS = ("strong", "firm", "weak")
 

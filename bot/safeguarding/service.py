@@ -28,6 +28,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.exc import InterfaceError as DBInterfaceError
 from sqlalchemy.orm import Session
 
+from bot.safeguarding.categories import CATEGORIES, RISKS
 from bot.safeguarding.crypto import DisclosureCipher, load_cipher
 from bot.safeguarding.outbox import add_outbox_rows
 from bot.safeguarding.spool import Spool
@@ -48,17 +49,6 @@ logger = logging.getLogger(__name__)
 MAX_TEXT_CHARS = 20_000
 MAX_CONTEXT_MESSAGES = 10
 MAX_CONTEXT_CHARS = 2_000
-CATEGORIES = (
-    "sexual_abuse_grooming",
-    "image_sharing_sextortion",
-    "adult_boundary_breach",
-    "bullying",
-    "self_harm_suicide",
-    "physical_abuse_neglect",
-    "radicalisation",
-    "other",
-)
-RISKS = ("immediate", "high", "medium")
 SYSTEM_ACTOR = "schoolguide"
 SPOOL_FORMAT = 1
 # Spool records that are not disclosures say what they are; a record without "record_type" is a disclosure.

@@ -26,7 +26,9 @@ LAUNCH_ARGS = [
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}
 
 
-@pytest.fixture(scope="session")
+# Module scope: Playwright's sync API keeps its event loop running until it stops, which would break
+# asyncio in every test that runs after the browser tests.
+@pytest.fixture(scope="module")
 def browser():
     if not CHROMIUM.exists():
         pytest.skip(

@@ -14,8 +14,18 @@ a phone number or e-mail address (parents), and whatever the person types next i
 * a disclosure in the answer (the rules layer says so) -> recorded as its own disclosure (alerted), kept as
   contact details of the first one too, and answered with the safe reply;
 * "no", "no thanks", "I don't want to" -> a kind acknowledgement, nothing kept;
-* anything else -> encrypted onto the disclosure (``DisclosureNote``, audit "contact_added") before the reply,
-  which thanks the person and never repeats the details.
+* anything else -> encrypted onto the disclosure (``DisclosureNote``, audit "contact_added", and a message to
+  the DSLs that contact details were added) before the reply, which thanks the person and never repeats the
+  details; it also sets ``contact_followup``.
+
+Contact details often come in two messages ("jess", then "year 6 class 6B"; "yes my number is", then
+"07700 900123"). So once details are kept, a rule starts ``contact_more_form``, which asks nothing and waits
+for the next message only. ``action_extract_contact_more`` (its slot's custom mapping) takes that message
+into ``contact_more`` only if it looks like more contact details (a class or year, a phone number, an e-mail
+address, a short name); ``action_save_more_contact_details`` then keeps it with the same disclosure (or
+records it as a disclosure of its own first, as above) and thanks the person briefly. Any other message is
+not taken: the form is rejected, the usual rules answer it (a policy question, thanks, a new disclosure), and
+``validate_contact_more_form`` ends the wait. A new session ends it too.
 
 If the action server is down none of this runs (``contact_offered`` is never set, so the form never starts);
 the safe reply has already gone out and the next message is handled as usual.
@@ -36,6 +46,7 @@ from rasa_sdk.executor import CollectingDispatcher
 from bot.safeguarding.handoff_texts import (
     REFERENCE_UNAVAILABLE,
     contact_declined,
+    contact_more_thanks,
     contact_offer,
     contact_prompt,
     contact_thanks,
@@ -50,16 +61,24 @@ logger = logging.getLogger(__name__)
 REFERENCE_SLOT = "disclosure_reference"
 CONTACT_SLOT = "contact_details"
 OFFER_SLOT = "contact_offered"
+FOLLOWUP_SLOT = "contact_followup"
+MORE_SLOT = "contact_more"
+MORE_FORM = "contact_more_form"
+REQUESTED_SLOT = "requested_slot"
 LOG_ACTION = "action_log_disclosure"
 REFERENCE_ACTION = "action_disclosure_reference"
+SAVE_ACTION = "action_save_contact_details"
 CONTEXT_MESSAGES = 6
 
 __all__ = [
     "ActionAskContactDetails",
     "ActionDisclosureReference",
+    "ActionExtractContactMore",
     "ActionLogDisclosure",
     "ActionSaveContactDetails",
+    "ActionSaveMoreContactDetails",
     "ValidateContactForm",
+    "ValidateContactMoreForm",
     "maybe_start_worker",
 ]
 
@@ -309,6 +328,139 @@ def _contact_answer(text: str, intent: Any) -> str:
     return "details"
 
 
+# --- more contact details in the next message ---------------------------------------------------------------
+
+_PHONE = re.compile(r"(?:\+|\b)\d[\d \-().]{5,}\d\b")
+_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+# "6b", "10rt", "y6"; not "2nd", "5pm", "13s".
+_CLASS_CODE = re.compile(r"(?:[1-9]|1[0-3])[a-z]{1,3}|y(?:[1-9]|1[0-3])")
+_NOT_CLASS_CODES = re.compile(r"\d+(?:st|nd|rd|th|am|pm|s|yo|yrs|min|mins|hr|hrs)")
+_YEAR_WORDS = frozenset("year yr".split())
+_CLASS_WORDS = frozenset("class form set group".split())
+_SCHOOL_STAGES = frozenset("reception nursery".split())
+# Words around contact details that are not part of them: "my name is", "I'm in", "my son's number is"...
+_LEAD_INS = frozenset(
+    """my name names is im i am its it this me called call in and also oh sorry yes yeah yep ok okay hi hello
+    hey thanks thank you please x xx the a our her his their son sons daughter daughters child childs kid mum
+    mums mom moms dad dads number email phone mobile tel on at from too as well by surname first
+    last""".split()
+)
+_QUESTION_WORDS = frozenset(
+    """what who whom whose which when where why how can could should would will shall may might must do does
+    did is are am was were have has had""".split()
+)
+# Words that are not names: short everyday chat, feelings, and what policy questions are about.
+_COMMON_WORDS = (
+    _REFUSALS
+    | _DECLINE_WORDS
+    | _AFFIRMATIONS
+    | _FILLER_WORDS
+    | _QUESTION_WORDS
+    | frozenset(
+        """an or if of to for with about into over after before up down out off than then too very just only
+        also yes you your yours he him she hers we us they them these those there here that get gets
+        got go goes going went want wants know think say says tell told ask asked let make made see
+        saw look help need use used post posted share shared follow followed send sent message
+        messaged talk talked stop like likes love find found feel felt happen happened left try give
+        gave take took come came put allowed allow bye goodbye hiya cool great nice lol omg idk
+        dunno hmm wow yay school teacher teachers staff policy policies rule rules photo photos
+        picture pictures pic pics video videos app apps account accounts online social media phones
+        friend friends parent parents children kids pupil pupils student students messages chat
+        chats groups post posts comment comments age old safe unsafe bullying bully bullied internet
+        website game games homework private public secret problem trouble worried scared sad upset
+        angry frightened lonely hurt crying cry afraid unhappy anxious report snapchat tiktok
+        instagram insta whatsapp facebook youtube roblox discord fortnite minecraft twitter reddit
+        twitch telegram today tomorrow yesterday tonight morning night week day time everything
+        something anything someone anyone everyone nobody people person thing things stuff really
+        again still already more much many some every other another same new done""".split()
+    )
+)
+MAX_NAME_WORDS = 3
+MAX_DETAILS_WORDS = 15
+
+
+def _entity_words(latest: Mapping[str, Any]) -> set[str]:
+    """Words the NLU recognised as a platform or a role ("snapchat", "coach"): not names."""
+    words: set[str] = set()
+    entities = latest.get("entities") if isinstance(latest.get("entities"), list) else []
+    for entity in entities:
+        if isinstance(entity, Mapping) and entity.get("entity") in ("platform", "role"):
+            words.update(_words(str(entity.get("value") or "")))
+    return words
+
+
+def _without_class(words: list[str]) -> tuple[list[str], bool]:
+    """``words`` without a class, year or form ("year 6", "class 6b", "6b", "reception"); and whether one was
+    there. A bare number (an age or a year group) counts only in a very short answer."""
+    rest: list[str] = []
+    found = False
+    index = 0
+    while index < len(words):
+        word, following = words[index], words[index + 1] if index + 1 < len(words) else ""
+        if word in _YEAR_WORDS and re.fullmatch(r"[1-9]|1[0-3]|r", following):
+            found, index = True, index + 2
+        elif word in _CLASS_WORDS and following and following not in _COMMON_WORDS:
+            found, index = True, index + 2
+        elif word in _SCHOOL_STAGES or (_CLASS_CODE.fullmatch(word) and not _NOT_CLASS_CODES.fullmatch(word)):
+            found, index = True, index + 1
+        elif len(words) <= 4 and re.fullmatch(r"[1-9]|1[0-8]", word):
+            found, index = True, index + 1
+        else:
+            rest.append(word)
+            index += 1
+    return rest, found
+
+
+def _has_phone_or_email(text: str) -> bool:
+    return bool(_EMAIL.search(text)) or any(
+        7 <= sum(char.isdigit() for char in match) <= 15 for match in _PHONE.findall(text)
+    )
+
+
+def _more_contact_details(text: str, latest: Mapping[str, Any]) -> bool:
+    """Whether a message right after contact details looks like more of them: a phone number or e-mail
+    address, a class or year ("year 6 class 6B", "6B"), or a short name ("jess", "it's Jess Smith").
+
+    A question, a refusal, "ok thanks", or a sentence about anything else is not: it goes to the usual rules.
+    The NLU's intent is not used: it calls names and numbers all sorts of things.
+    """
+    words = _words(text)
+    if not words or len(words) > MAX_DETAILS_WORDS:
+        return False
+    if _has_phone_or_email(text):
+        return True
+    if "?" in text or words[0] in _QUESTION_WORDS:
+        return False
+    intent = latest.get("intent") if isinstance(latest.get("intent"), Mapping) else {}
+    if _contact_answer(text, intent.get("name")) != "details":
+        return False
+    rest, found_class = _without_class(words)
+    names = [word for word in rest if word not in _LEAD_INS]
+    if not names:
+        return found_class
+    not_names = _COMMON_WORDS | _entity_words(latest)
+    return len(names) <= MAX_NAME_WORDS and all(
+        word.isalpha() and len(word) > 1 and word not in not_names for word in names
+    )
+
+
+def _user_messages_since(events: list[Any], action_name: str) -> int | None:
+    """User messages since ``action_name`` last ran in this session; None if it has not run in it."""
+    count = 0
+    for event in reversed(events):
+        if not isinstance(event, Mapping):
+            continue
+        if event.get("event") == "action" and event.get("name") == action_name:
+            return count
+        if event.get("event") == "session_started" or (
+            event.get("event") == "action" and event.get("name") == "action_session_start"
+        ):
+            return None
+        if event.get("event") == "user":
+            count += 1
+    return None
+
+
 def _is_bare_yes(text: str) -> bool:
     ordered = _words(text)
     words = set(ordered)
@@ -444,7 +596,14 @@ class ValidateContactForm(FormValidationAction):
 
 
 class ActionSaveContactDetails(Action):
-    """After contact_form: keep the details with the disclosure (or record a new disclosure), then reply."""
+    """After contact_form: keep the details with the disclosure (or record a new disclosure), then reply.
+
+    ``contact_followup`` is set (true) only when details were kept: a rule then waits for more in the next
+    message (``contact_more_form``). Declined, a disclosure instead, or nothing could keep them: null.
+    """
+
+    # Added to the "contact_added" audit event of every note this action keeps.
+    audit_detail: dict[str, Any] = {}
 
     def __init__(self, settings: Settings | None = None) -> None:
         self._settings = settings
@@ -456,6 +615,7 @@ class ActionSaveContactDetails(Action):
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
     ) -> list[dict[str, Any]]:
         events: list[dict[str, Any]] = [SlotSet(CONTACT_SLOT, None), SlotSet(OFFER_SLOT, None)]
+        followup: list[dict[str, Any]] = [SlotSet(FOLLOWUP_SLOT, None)]
         audience: str | None = None
         try:
             settings = self._settings or get_settings()
@@ -465,22 +625,30 @@ class ActionSaveContactDetails(Action):
             answer = slots.get(CONTACT_SLOT) or latest.get("text") or ""
             text = answer if isinstance(answer, str) else str(answer)
             if _is_disclosure(text, latest):
-                return events + await self._second_disclosure(dispatcher, tracker, settings, audience, text)
+                second = await self._second_disclosure(dispatcher, tracker, settings, audience, text)
+                return events + followup + second
             intent = latest.get("intent") if isinstance(latest.get("intent"), Mapping) else {}
             if _contact_answer(text, intent.get("name")) != "details":
                 dispatcher.utter_message(text=contact_declined(audience, _reference(tracker)))
-                return events
-            note, reference = await asyncio.to_thread(self._attach, settings, tracker, text, None)
-            dispatcher.utter_message(
-                text=contact_thanks(audience, saved=note is not None and note.stored != "log")
-            )
-            if reference and reference != _reference(tracker):
-                events.append(SlotSet(REFERENCE_SLOT, reference))
-            return events
+                return events + followup
+            saved, kept = await self._keep(settings, tracker, text)
+            dispatcher.utter_message(text=contact_thanks(audience, saved=saved))
+            if saved:
+                followup = [SlotSet(FOLLOWUP_SLOT, True)]
+            return events + kept + followup
         except Exception:
             logger.exception("Handling contact details after a disclosure failed unexpectedly")
             dispatcher.utter_message(text=contact_thanks(audience, saved=False))
-            return events
+            return events + followup
+
+    async def _keep(
+        self, settings: Settings, tracker: Tracker, text: str
+    ) -> tuple[bool, list[dict[str, Any]]]:
+        """Attach ``text`` as contact details; returns (kept durably, the reference slot if it changed)."""
+        note, reference = await asyncio.to_thread(self._attach, settings, tracker, text, None)
+        saved = note is not None and note.stored != "log"
+        changed = bool(reference) and reference != _reference(tracker)
+        return saved, [SlotSet(REFERENCE_SLOT, reference)] if changed else []
 
     def _attach(
         self, settings: Settings, tracker: Tracker, text: str, also_recorded_as: str | None
@@ -496,7 +664,7 @@ class ActionSaveContactDetails(Action):
         current = _latest_user_index(events, latest.get("message_id"))
         original = _disclosure_index(events, current)
         reference = _reference(tracker)
-        detail: dict[str, Any] = {}
+        detail: dict[str, Any] = dict(self.audit_detail)
         if also_recorded_as:
             detail["also_recorded_as"] = also_recorded_as
         disclosure_sender, disclosure_message = None, None
@@ -530,8 +698,8 @@ class ActionSaveContactDetails(Action):
             text=text,
             audit_detail=detail,
         )
-        if note.stored == "spool":
-            _wake_worker()
+        if note.stored != "log":
+            _wake_worker()  # the DSLs are told that contact details were added (or the spool is replayed)
         return note, note.reference or reference
 
     async def _second_disclosure(
@@ -561,6 +729,91 @@ class ActionSaveContactDetails(Action):
         if follow_up:
             dispatcher.utter_message(text=follow_up)
         return [SlotSet(REFERENCE_SLOT, reference)] if reference else []
+
+
+class ActionExtractContactMore(Action):
+    """``contact_more``'s custom mapping, run by Rasa's ``action_extract_slots`` while ``contact_more_form``
+    waits: the message is taken only if it is the first one after the details were kept and looks like more
+    of them. Taking nothing rejects the form, so the message goes to the usual rules instead."""
+
+    def name(self) -> str:
+        return "action_extract_contact_more"
+
+    async def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        try:
+            slots = tracker.slots if isinstance(tracker.slots, Mapping) else {}
+            loop = tracker.active_loop if isinstance(tracker.active_loop, Mapping) else {}
+            if loop.get("name") != MORE_FORM or not slots.get(FOLLOWUP_SLOT):
+                return []
+            if _user_messages_since(_events(tracker), SAVE_ACTION) != 1:
+                return []  # only the message right after the details, in the same session
+            latest = _latest(tracker)
+            text = latest.get("text")
+            if not isinstance(text, str):
+                return []
+            # A class or number with a disclosure ("6B. and my uncle hit me again") is taken too, like the
+            # first answer: action_save_more_contact_details records the disclosure first, then keeps it.
+            if _more_contact_details(text, latest) or (
+                (_has_phone_or_email(text) or _without_class(_words(text))[1])
+                and _is_disclosure(text, latest)
+            ):
+                return [SlotSet(MORE_SLOT, text)]
+        except Exception:
+            logger.exception("Could not tell whether a message adds to the contact details; leaving it")
+        return []
+
+
+class ValidateContactMoreForm(Action):
+    """``contact_more_form`` waits for one message. Back from a message it did not take (the usual rules
+    answered it), it stops waiting: nothing is asked, and the next message is an ordinary message again."""
+
+    def name(self) -> str:
+        return "validate_contact_more_form"
+
+    async def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        loop = tracker.active_loop if isinstance(tracker.active_loop, Mapping) else {}
+        slots = tracker.slots if isinstance(tracker.slots, Mapping) else {}
+        if loop.get("name") == MORE_FORM and not slots.get(MORE_SLOT):
+            return [SlotSet(REQUESTED_SLOT, None)]
+        return []
+
+
+class ActionSaveMoreContactDetails(ActionSaveContactDetails):
+    """After contact_more_form: keep the second message with the same disclosure and thank the person briefly;
+    a disclosure in it is recorded as a disclosure of its own first. Nothing taken (the wait ended): nothing
+    to do or say."""
+
+    audit_detail = {"follow_up": True}
+
+    def name(self) -> str:
+        return "action_save_more_contact_details"
+
+    async def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        events: list[dict[str, Any]] = [SlotSet(MORE_SLOT, None), SlotSet(FOLLOWUP_SLOT, None)]
+        slots = tracker.slots if isinstance(tracker.slots, Mapping) else {}
+        answer = slots.get(MORE_SLOT)
+        if not answer:
+            return events
+        text = answer if isinstance(answer, str) else str(answer)
+        audience: str | None = None
+        try:
+            settings = self._settings or get_settings()
+            audience = _audience(tracker, settings)
+            if _is_disclosure(text, _latest(tracker)):
+                return events + await self._second_disclosure(dispatcher, tracker, settings, audience, text)
+            saved, kept = await self._keep(settings, tracker, text)
+            dispatcher.utter_message(text=contact_more_thanks(audience, saved=saved))
+            return events + kept
+        except Exception:
+            logger.exception("Handling more contact details after a disclosure failed unexpectedly")
+            dispatcher.utter_message(text=contact_more_thanks(audience, saved=False))
+            return events
 
 
 def _fields_message_id(events: list[Any], index: int | None) -> str | None:

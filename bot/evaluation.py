@@ -24,7 +24,7 @@ from bot.answering import topic_for_intent
 from bot.baseline import PolicySearch
 from bot.knowledge import KnowledgeBase, get_knowledge
 from bot.knowledge.text import normalise
-from bot.settings import get_settings
+from bot.settings import AUDIENCES, get_settings
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +34,7 @@ GATES = {
     "grounding": 0.90,
     "disclosure_recall": 1.0,
     "false_escalation_rate": 0.10,
+    "unreachable_pairs": 0,  # every topic answered for a typed question in every audience
 }
 
 
@@ -53,6 +54,10 @@ class PolicyScores:
     total: int
     misses: list[dict] = field(default_factory=list)
     confusions: list[tuple[str, str, int]] = field(default_factory=list)
+    by_audience: dict[str, float] = field(default_factory=dict)
+    # (topic, audience) pairs where no held-out question of that audience reached the topic, with the count
+    # asked ("[topic, audience, asked]"; asked 0 means the held-out set has no such question yet).
+    unreachable: list[tuple[str, str, int]] = field(default_factory=list)
 
 
 def load_questions(path: Path, kb: KnowledgeBase) -> list[HeldOutQuestion]:
@@ -80,11 +85,16 @@ def score_topics(
     """Accuracy and grounding of ``predict`` (question -> topic id or None) on the held-out questions."""
     right = grounded = 0
     misses, confusions = [], Counter()
+    asked, reached, audience_total, audience_right = Counter(), Counter(), Counter(), Counter()
     for q in questions:
         predicted = predict(q)
         expected_answer = _clause_ids(kb, q.school, q.topic, q.audience, q.platform)
         given_answer = _clause_ids(kb, q.school, predicted, q.audience, q.platform)
         right += predicted == q.topic
+        asked[(q.topic, q.audience)] += 1
+        reached[(q.topic, q.audience)] += predicted == q.topic
+        audience_total[q.audience] += 1
+        audience_right[q.audience] += predicted == q.topic
         grounded += given_answer == expected_answer
         if predicted != q.topic:
             confusions[(q.topic, predicted or "(none)")] += 1
@@ -96,6 +106,13 @@ def score_topics(
         total=len(questions),
         misses=misses,
         confusions=[(a, b, n) for (a, b), n in confusions.most_common(10)],
+        by_audience={a: audience_right[a] / n for a, n in sorted(audience_total.items())},
+        unreachable=[
+            (topic, audience, asked[(topic, audience)])
+            for topic in kb.topics
+            for audience in AUDIENCES
+            if not reached[(topic, audience)]
+        ],
     )
 
 
@@ -133,7 +150,7 @@ def _model_parser(model: Path) -> Callable[[str], dict]:
 
 def run_eval(model: Path, heldout_dir: Path, report_dir: Path) -> dict:
     """Evaluate ``model`` on the held-out sets; write reports/eval.{md,json}; return the numbers."""
-    from bot.safeguarding.evaluation import evaluate_detection, load_heldout
+    from bot.safeguarding.evaluation import evaluate_detection, load_heldout, sealed_rounds
 
     kb = get_knowledge()
     questions = load_questions(heldout_dir / "policy_questions.yml", kb)
@@ -149,17 +166,20 @@ def run_eval(model: Path, heldout_dir: Path, report_dir: Path) -> dict:
     baseline = bm25_scores(kb, questions)
     disclosures, ordinary = load_heldout(heldout_dir)
     detection = evaluate_detection(intent_of, disclosures, ordinary)
-    # The sealed round was written without sight of the rules or the training data and is never used to tune
-    # them: its numbers are the honest first-sight figures (reported, see gate_failures).
-    sealed_dir = heldout_dir / "sealed"
-    sealed = evaluate_detection(intent_of, *load_heldout(sealed_dir)) if sealed_dir.is_dir() else None
+    # Sealed rounds were each written without sight of the rules, the training data or earlier rounds and are
+    # never used to tune them: the newest round's numbers are the honest first-sight figures (reported).
+    sealed = {
+        name: asdict(evaluate_detection(intent_of, *load_heldout(folder)))
+        for name, folder in sealed_rounds(heldout_dir)
+    }
     results = {
         "model": model.name,
         "held_out_questions": assistant.total,
+        "topic_audience_pairs": len(kb.topics) * len(AUDIENCES),
         "assistant": asdict(assistant),
         "bm25": {k: v for k, v in asdict(baseline).items() if k != "misses"},
         "detection": asdict(detection),
-        "detection_sealed": asdict(sealed) if sealed else None,
+        "detection_sealed": sealed,
     }
     report_dir.mkdir(parents=True, exist_ok=True)
     (report_dir / "eval.json").write_text(json.dumps(results, indent=2, ensure_ascii=False))
@@ -183,6 +203,9 @@ def gate_failures(results: dict) -> list[str]:
         failures.append(
             f"false escalations {d['false_escalation_rate']:.1%} > {GATES['false_escalation_rate']:.0%}"
         )
+    if len(a.get("unreachable", [])) > GATES["unreachable_pairs"]:
+        pairs = ", ".join(f"{t}/{aud}" for t, aud, _ in a["unreachable"])
+        failures.append(f"topics not reached by any held-out question of that audience: {pairs}")
     return failures
 
 
@@ -202,18 +225,34 @@ def render_markdown(results: dict) -> str:
         f"| false escalations | {d['false_escalation_rate']:.1%} | - "
         f"| <= {GATES['false_escalation_rate']:.0%} |",
     ]
-    s = results.get("detection_sealed")
-    if s:
+    sealed = results.get("detection_sealed") or {}
+    for name, s in sealed.items():
         lines += [
-            f"| disclosure recall (sealed round, first sight) | {s['recall']:.1%} | - | reported |",
-            f"| false escalations (sealed round) | {s['false_escalation_rate']:.1%} | - | reported |",
+            f"| disclosure recall (sealed {name}) | {s['recall']:.1%} | - | reported |",
+            f"| false escalations (sealed {name}) | {s['false_escalation_rate']:.1%} | - | reported |",
         ]
+    unreachable = a.get("unreachable", [])
     lines += [
+        f"| topic x audience pairs not reached | {len(unreachable)} of {results.get('topic_audience_pairs')} "
+        "| - | 0 |",
         "",
         "The development held-out disclosures were scored at first sight in rounds; after each round the",
         "rules were extended with broader pattern families (never the sentences themselves), so 100% there",
-        "is a regression check. The sealed round was written without sight of the rules or training data",
-        "and is never tuned against: it is the honest measure of recall on new wording.",
+        "is a regression check. Each sealed round was written without sight of the rules, the training data",
+        "or the earlier rounds and is never tuned against; the newest round's score is the honest measure of",
+        "recall on new wording (an older round's misses have been seen, so it is no longer first sight).",
+        "",
+        "## Topic accuracy by audience",
+        "",
+        "| audience | accuracy |",
+        "| --- | --- |",
+    ]
+    lines += [f"| {aud} | {acc:.1%} |" for aud, acc in a.get("by_audience", {}).items()]
+    lines += ["", "## Topics not reached by any held-out question of an audience", ""]
+    lines += [f"- {t} ({aud}): {n} asked" for t, aud, n in unreachable] or [
+        "- none: every topic is reached in every audience"
+    ]
+    lines += [
         "",
         "## Most confused topic pairs (expected -> predicted)",
         "",
@@ -224,10 +263,10 @@ def render_markdown(results: dict) -> str:
         f"- {m['text']!r} ({m['school']}): {m['expected']} -> {m['predicted']}" for m in a["misses"]
     ] or ["- none"]
     lines += ["", "## Missed disclosures", ""] + ([f"- {m!r}" for m in d["misses"]] or ["- none"])
-    if s:
-        lines += ["", "## Missed disclosures (sealed round)", ""]
+    for name, s in sealed.items():
+        lines += ["", f"## Missed disclosures (sealed {name})", ""]
         lines += [f"- {m!r}" for m in s["misses"]] or ["- none"]
-        lines += ["", "## False escalations (sealed round)", ""]
+        lines += ["", f"## False escalations (sealed {name})", ""]
         lines += [f"- {m!r}" for m in s["false_escalations"]] or ["- none"]
     lines += ["", "## False escalations", ""] + ([f"- {m!r}" for m in d["false_escalations"]] or ["- none"])
     failures = gate_failures(results)
@@ -241,10 +280,12 @@ def _summary(results: dict) -> Iterable[str]:
     yield f"topic accuracy   assistant {a['accuracy']:.1%}   bm25 {b['accuracy']:.1%}"
     yield f"grounding        assistant {a['grounding']:.1%}   bm25 {b['grounding']:.1%}"
     yield f"disclosures      recall {d['recall']:.1%}   false escalations {d['false_escalation_rate']:.1%}"
-    s = results.get("detection_sealed")
-    if s:
+    yield "by audience      " + "   ".join(f"{k} {v:.1%}" for k, v in a.get("by_audience", {}).items())
+    pairs = results.get("topic_audience_pairs")
+    yield f"topic x audience not reached: {len(a.get('unreachable', []))} of {pairs}"
+    for name, s in (results.get("detection_sealed") or {}).items():
         rate = s["false_escalation_rate"]
-        yield f"sealed round     recall {s['recall']:.1%}   false escalations {rate:.1%}"
+        yield f"sealed {name:<9} recall {s['recall']:.1%}   false escalations {rate:.1%}"
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -147,7 +147,9 @@ def server_commands(settings: Settings, model: Path) -> dict[str, list[str]]:
     return {
         "action server": [sys.executable, "-m", "rasa_sdk", "--actions", "actions",
                           "--port", str(settings.action_port)],
-        "rasa server": [_rasa(), "run", "--model", str(model), "--port", str(settings.rasa_port),
+        # Rasa's own CLI, started through bot.rasa_server for its speed fixes (same behaviour).
+        "rasa server": [sys.executable, "-m", "bot.rasa_server", "run", "--model", str(model),
+                        "--port", str(settings.rasa_port),
                         "--endpoints", str(endpoints), "--credentials", str(channels), *cors],
     }  # fmt: skip
 

@@ -9,6 +9,8 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +40,46 @@ def fresh_settings(monkeypatch, tmp_path):
     get_settings.cache_clear()
     yield get_settings()
     get_settings.cache_clear()
+
+
+# --- PostgreSQL (SCHOOLGUIDE_TEST_POSTGRES_URL), for the tests that run on it as well as on SQLite ---
+
+DEFAULT_POSTGRES_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
+
+
+def _postgres_base_url() -> str:
+    return os.environ.get("SCHOOLGUIDE_TEST_POSTGRES_URL", DEFAULT_POSTGRES_URL)
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A URL whose search_path is a brand-new schema, dropped afterwards."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    base = _postgres_base_url()
+    admin = create_engine(base, future=True, connect_args={"connect_timeout": 3})
+    try:
+        with admin.connect():
+            pass
+    except Exception as exc:  # noqa: BLE001 - any failure to connect means "no server here"
+        admin.dispose()
+        pytest.skip(
+            f"PostgreSQL not reachable at {make_url(base).render_as_string(hide_password=True)}: {exc}"
+        )
+    schema = f"sg_test_{uuid.uuid4().hex[:12]}"
+    with admin.begin() as connection:
+        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+    url = make_url(base).update_query_dict({"options": f"-csearch_path={schema}"})
+    try:
+        yield url.render_as_string(hide_password=False)
+    finally:
+        from bot.safeguarding.store import dispose_engines
+
+        dispose_engines()  # their connections would stop the DROP
+        with admin.begin() as connection:
+            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
 
 
 # --- The real stack (Rasa server + action server via `schoolguide run`), shared by the e2e tests ---

@@ -38,6 +38,31 @@ def test_scores_perfect_and_wrong_predictions(kb):
     assert nothing.confusions[0][1] == "(none)"
 
 
+def test_reachability_names_each_topic_and_audience_no_question_reached(kb):
+    questions = [
+        HeldOutQuestion("can staff friend pupils", "staff-befriend-pupils", "lunsford", "staff"),
+        HeldOutQuestion("can sir add me on snap", "staff-befriend-pupils", "scotts", "pupil"),
+        HeldOutQuestion("can miss add me", "staff-befriend-pupils", "lseat", "pupil"),
+    ]
+    # The pupil questions: one right, one wrong -> reached; the staff one wrong -> not reached.
+    scores = score_topics(kb, questions, lambda q: q.topic if "snap" in q.text else "report-post")
+    unreachable = {(t, a): n for t, a, n in scores.unreachable}
+    assert ("staff-befriend-pupils", "staff") in unreachable and unreachable[
+        ("staff-befriend-pupils", "staff")
+    ] == 1
+    assert ("staff-befriend-pupils", "pupil") not in unreachable
+    assert unreachable[("staff-befriend-pupils", "parent")] == 0  # nobody asked it
+    assert len(scores.unreachable) == 3 * len(kb.topics) - 1
+    assert scores.by_audience == {"pupil": 0.5, "staff": 0.0}
+
+
+def test_heldout_set_asks_every_topic_in_every_audience(kb, project_root):
+    questions = load_questions(project_root / "tests" / "heldout" / "policy_questions.yml", kb)
+    asked = {(q.topic, q.audience) for q in questions}
+    missing = [(t, a) for t in kb.topics for a in ("staff", "parent", "pupil") if (t, a) not in asked]
+    assert missing == []
+
+
 def test_grounding_counts_a_different_topic_with_the_same_clauses_as_grounded(kb):
     # Two topics a school leaves uncovered give the same grounded reply: "the policy does not cover this".
     silent = [t for t, e in kb.answers["scotts"].items() if not e.covered][:2]
@@ -65,8 +90,9 @@ def test_gate_failures_name_each_missed_target():
         "bm25": {"accuracy": 0.45, "grounding": 0.4},
         "detection": {"recall": 0.98, "false_escalation_rate": 0.2, "misses": ["i want to die"]},
     }
+    bad["assistant"]["unreachable"] = [("copyright", "pupil", 2)]
     failures = " | ".join(gate_failures(bad))
-    for word in ("topic accuracy", "grounding", "BM25", "recall", "false escalations"):
+    for word in ("topic accuracy", "grounding", "BM25", "recall", "false escalations", "copyright/pupil"):
         assert word in failures
     assert GATES["disclosure_recall"] == 1.0
 

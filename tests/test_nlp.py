@@ -6,7 +6,7 @@ import pytest
 import spacy
 
 from bot.nlp.build import FINGERPRINT_FILE, ensure_pipeline
-from bot.nlp.entities import EntityVocabularyError, canonical, load_vocabulary
+from bot.nlp.entities import EntityVocabularyError, canonical, load_everyday_words, load_vocabulary
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +19,7 @@ def pipeline(tmp_path_factory, project_root):
 def test_pipeline_loads_by_path_like_rasa_does(pipeline):
     nlp = spacy.load(pipeline, disable=["parser"])
     assert nlp.path is not None  # Rasa's SpacyNLP refuses a pipeline that was not loaded from disk
-    assert nlp.pipe_names == ["lemmatizer", "entity_ruler"]
+    assert nlp.pipe_names == ["lemmatizer", "entity_ruler", "everyday_words"]
     assert spacy.util.is_compatible_version(
         spacy.about.__version__, spacy.info(str(pipeline))["spacy_version"]
     )
@@ -46,6 +46,57 @@ def test_entity_ruler_finds_platforms_and_roles(pipeline, text, label, expected)
     doc = spacy.load(pipeline)(text)
     found = {(ent.label_, canonical(ent.label_, ent.text)) for ent in doc.ents}
     assert (label, expected) in found
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("snap a photo of the board", set()),
+        ("is sir allowed to snap me about football practice", {("role", "sir"), ("platform", "snap")}),
+        ("he sent me a snap", {("platform", "snap")}),
+        ("we go back in a fortnight", set()),
+        ("can i play fortnight with my form tutor", {("platform", "fortnight"), ("role", "form tutor")}),
+        ("follow the school on x", {("platform", "x")}),
+        ("i got an x in my book", set()),
+        ("i miss my old school", set()),
+        ("can i message miss on insta", {("role", "miss"), ("platform", "insta")}),
+        ("ta very much", set()),
+        ("can my ta add me", {("role", "ta")}),
+        ("my head hurts", set()),
+        ("the head said no", {("role", "head")}),
+    ],
+)
+def test_everyday_words_keep_their_everyday_sense(pipeline, text, expected):
+    doc = spacy.load(pipeline)(text)
+    assert {(ent.label_, ent.text.lower()) for ent in doc.ents} == expected
+
+
+def test_everyday_pipe_loads_in_a_process_that_never_imported_bot(pipeline):
+    """SpacyNLP calls spacy.load by path: the factory must come from the spacy_factories entry point."""
+    import subprocess
+    import sys
+
+    code = "import spacy, sys; print([e.text for e in spacy.load(sys.argv[1])('snap a pic on snap').ents])"
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(pipeline)], capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "['snap']"
+
+
+@pytest.mark.parametrize(
+    ("block", "message"),
+    [
+        ("  platform:\n    snapp: {not_before: [a]}\n", "not one of the platform spellings"),
+        ("  platform:\n    snap: {sometimes: [a]}\n", "expected some of"),
+        ("  platform:\n    snap: {not_before: [off]}\n", "quote on, off"),
+        ("  colour:\n    red: {not_before: [a]}\n", "expected a known label"),
+    ],
+)
+def test_bad_everyday_words_name_the_entry(tmp_path, block, message):
+    bad = tmp_path / "entities.yml"
+    bad.write_text("everyday_words:\n" + block + "platform:\n  snapchat: [snap]\n")
+    with pytest.raises(EntityVocabularyError, match=message):
+        load_everyday_words(bad)
 
 
 def test_second_build_is_skipped_and_a_vocabulary_change_rebuilds(tmp_path, project_root):

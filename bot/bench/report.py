@@ -125,20 +125,6 @@ def evaluate_targets(results: dict) -> list[dict]:
                         "why": None if met else "grows over the soak; see the memory plot",
                     }
                 )
-    if results.get("profile") == "full" and results.get("total_seconds"):
-        total = results["total_seconds"] / 60
-        rows.append(
-            {
-                "target": "the whole `make bench` under 25 minutes",
-                "measured": f"{total:.0f} min"
-                + (" (then stopped)" if results.get("incomplete") else ""),
-                "met": total < 25 and not results.get("incomplete"),
-                "why": None if total < 25 and not results.get("incomplete") else (
-                    "the stock baseline alone needs far longer than that to train on 2 cores (see the "
-                    "NLU section)"
-                ),
-            }
-        )  # fmt: skip
     training = results.get("training")
     rows.append(
         {

@@ -11,10 +11,11 @@ Staff talk to SchoolGuide by direct message or by @-mentioning it in a channel. 
 * answers every event exactly once: Slack re-sends an event (with ``X-Slack-Retry-Num``) when it did not see
   our 200 in time, and the stock connector only ignores retries whose reason is ``http_timeout``. Here every
   event's ``event_id`` (and the message's channel + ``ts``, since one message can arrive as two events) is
-  remembered in a bounded in-memory LRU (:class:`RecentKeys`, 10,000 entries, far more than the hour over
-  which Slack retries); a repeat is acknowledged with 200 and ``X-Slack-No-Retry: 1`` and not processed. A
-  retry for an event this process never saw (the first delivery was lost) is processed, once. The memory is
-  per process: after a restart a retry of an event answered just before it would be answered again;
+  remembered, first in a bounded in-memory LRU (:class:`RecentKeys`, 10,000 entries), then, when the channel
+  is given ``dedupe_database_url`` (``schoolguide run`` gives it the tracker store's), for an hour in a table
+  shared by every Rasa process and kept across restarts (:mod:`bot.channels.dedupe`). A repeat is
+  acknowledged with 200 and ``X-Slack-No-Retry: 1`` and not processed. A retry for an event no process saw
+  (the first delivery was lost) is processed, once;
 * marks every message as coming from staff: metadata ``{"audience": "staff", "school": <default school>,
   "channel": "slack"}`` (a Slack workspace is the school's staff);
 * answers ``url_verification`` with the challenge, ignores bots (including itself), edits, deletions and
@@ -34,8 +35,7 @@ import hmac
 import json
 import logging
 import time
-from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qs
@@ -52,6 +52,7 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 )
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.channels.dedupe import RECENT_EVENTS, EventDeduplicator, RecentKeys
 from bot.channels.validation import MAX_MESSAGE_CHARS
 from bot.settings import Settings
 
@@ -60,7 +61,6 @@ logger = logging.getLogger(__name__)
 DEFAULT_API_BASE_URL = "https://slack.com/api/"
 # Slack's own rule: reject requests whose timestamp is more than five minutes from now (replays).
 SIGNATURE_MAX_AGE_SECONDS = 5 * 60
-RECENT_EVENTS = 10_000
 SENDER_PREFIX = "slack:"
 # Slack truncates a message's text at 40,000 characters and advises keeping it under 4,000.
 MAX_POST_CHARS = 3_000
@@ -106,40 +106,6 @@ def signature_problem(
     if not hmac.compare_digest(slack_signature(signing_secret, timestamp, body), signature):
         return "X-Slack-Signature does not match the body"
     return None
-
-
-# --- Exactly-once ---------------------------------------------------------------------------------------
-
-
-class RecentKeys:
-    """A bounded, in-memory LRU of recently seen keys (event ids...), for answering each event once."""
-
-    def __init__(self, capacity: int = RECENT_EVENTS) -> None:
-        self.capacity = capacity
-        self._keys: OrderedDict[str, None] = OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self._keys)
-
-    def __contains__(self, key: str) -> bool:
-        return key in self._keys
-
-    def seen(self, keys: Iterable[str]) -> bool:
-        """Record ``keys``; True if any of them was already recorded (i.e. this is a repeat).
-
-        Synchronous, so it is atomic on the event loop: two concurrent deliveries cannot both pass.
-        """
-        keys = [key for key in keys if key]
-        repeat = False
-        for key in keys:
-            if key in self._keys:
-                repeat = True
-                self._keys.move_to_end(key)
-            else:
-                self._keys[key] = None
-        while len(self._keys) > self.capacity:
-            self._keys.popitem(last=False)
-        return repeat
 
 
 # --- Output ---------------------------------------------------------------------------------------------
@@ -307,6 +273,7 @@ class SchoolGuideSlackInput(SlackInput):
             api_base_url=credentials.get("api_base_url") or DEFAULT_API_BASE_URL,
             default_school=credentials.get("default_school"),
             proxy=credentials.get("proxy"),
+            dedupe_database_url=credentials.get("dedupe_database_url"),
         )
 
     def __init__(
@@ -317,12 +284,15 @@ class SchoolGuideSlackInput(SlackInput):
         default_school: str | None = None,
         proxy: str | None = None,
         recent_events: int = RECENT_EVENTS,
+        dedupe_database_url: str | None = None,
     ) -> None:
         # The parent refuses to start without a signing secret (InvalidConfigException).
         super().__init__(slack_token, proxy=proxy, slack_signing_secret=slack_signing_secret)
         self.api_base_url = normalise_base_url(api_base_url)
         self.default_school = default_school
-        self.recent = RecentKeys(recent_events)
+        # Without a database URL, only this process remembers what it answered.
+        self.dedupe = EventDeduplicator("slack", dedupe_database_url, capacity=recent_events)
+        self.recent: RecentKeys = self.dedupe.recent
 
     # Replies ------------------------------------------------------------------------------------------
 
@@ -391,7 +361,7 @@ class SchoolGuideSlackInput(SlackInput):
             if isinstance(auth, Mapping) and auth.get("is_bot") and isinstance(auth.get("user_id"), str)
         ]
 
-    def _handle_event(
+    async def _handle_event(
         self,
         request: Request,
         body: Mapping[str, Any],
@@ -420,7 +390,7 @@ class SchoolGuideSlackInput(SlackInput):
         event_id = body.get("event_id")
         keys = [f"event:{event_id}" if isinstance(event_id, str) else None]
         keys.append(f"message:{channel}:{ts}" if isinstance(ts, str) else None)
-        if self.recent.seen(keys):
+        if await self.dedupe.is_repeat(keys):
             logger.info(
                 "Slack: event %s (retry %s, %s) already handled; not answering again",
                 event_id,
@@ -439,7 +409,7 @@ class SchoolGuideSlackInput(SlackInput):
         self._dispatch(on_new_message, text, user, channel, thread_ts, bot_users)
         return response.text("")
 
-    def _handle_interaction(
+    async def _handle_interaction(
         self, payload: Mapping[str, Any], on_new_message: Callable[[UserMessage], Awaitable[Any]]
     ) -> HTTPResponse:
         """A button click (the fallback's "did you mean..." topics)."""
@@ -453,7 +423,7 @@ class SchoolGuideSlackInput(SlackInput):
         if not isinstance(text, str) or not text:
             return response.text("")
         trigger = payload.get("trigger_id")
-        if self.recent.seen([f"action:{trigger}" if isinstance(trigger, str) else None]):
+        if await self.dedupe.is_repeat([f"action:{trigger}" if isinstance(trigger, str) else None]):
             return _no_retry("Already handled.")
         message = payload.get("message") if isinstance(payload.get("message"), Mapping) else {}
         thread_ts = message.get("thread_ts")
@@ -489,7 +459,7 @@ class SchoolGuideSlackInput(SlackInput):
                     )
                 if not isinstance(payload, Mapping):
                     return response.text("'payload' must be a JSON object", status=HTTPStatus.BAD_REQUEST)
-                return self._handle_interaction(payload, on_new_message)
+                return await self._handle_interaction(payload, on_new_message)
 
             try:
                 body = json.loads(request.body or b"")
@@ -506,7 +476,7 @@ class SchoolGuideSlackInput(SlackInput):
                 return response.text(challenge)
             if body.get("type") != "event_callback":
                 return response.text("Not an event SchoolGuide handles; ignored.")
-            return self._handle_event(request, body, on_new_message)
+            return await self._handle_event(request, body, on_new_message)
 
         return slack_webhook
 
@@ -524,4 +494,6 @@ def credentials_entry(settings: Settings) -> tuple[str, dict[str, Any]] | None:
         "slack_signing_secret": settings.slack_signing_secret,
         "api_base_url": normalise_base_url(settings.slack_api_base_url),
         "default_school": settings.default_school,
+        # Retries are remembered across processes in the tracker store's database (bot/channels/dedupe.py).
+        "dedupe_database_url": settings.tracker_database_url,
     }

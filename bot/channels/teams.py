@@ -21,6 +21,10 @@ a ``serviceurl``, name the one in the activity. Anything else is a 401 and nothi
 Every message from Teams is treated as coming from **staff** of the deployment's default school (metadata
 ``{"audience": "staff", "school": ..., "channel": "teams"}``): restrict who can install the app in the Teams
 admin centre (see docs/teams/README.md). The webhook is ``/webhooks/teams/webhook``.
+
+An activity the Bot Framework delivers again is answered once: its (conversation id, activity id) is
+remembered in memory and, given ``dedupe_database_url`` (``schoolguide run`` gives it the tracker store's),
+for an hour in a table shared by every Rasa process and kept across restarts (:mod:`bot.channels.dedupe`).
 """
 
 from __future__ import annotations
@@ -31,7 +35,6 @@ import json
 import logging
 import re
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,6 +49,7 @@ from sanic import Blueprint, response
 from sanic.request import Request
 from sanic.response import HTTPResponse
 
+from bot.channels.dedupe import EventDeduplicator
 from bot.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -470,6 +474,7 @@ class TeamsInput(BotFrameworkInput):
             token_url=credentials.get("token_url"),
             school=credentials.get("school"),
             issuers=credentials.get("issuers"),
+            dedupe_database_url=credentials.get("dedupe_database_url"),
         )
 
     def __init__(
@@ -481,6 +486,7 @@ class TeamsInput(BotFrameworkInput):
         token_url: str | None = None,
         school: str | None = None,
         issuers: Iterable[str] | None = None,
+        dedupe_database_url: str | None = None,
     ) -> None:
         # Rasa's __init__ is not called: it fetches the keys at once, blocking, from a fixed URL.
         self.app_id = app_id
@@ -490,20 +496,17 @@ class TeamsInput(BotFrameworkInput):
         self.validator = JwtValidator(app_id, openid_metadata_url, issuers)
         self.tokens = TokenProvider(app_id, app_password, token_url or token_url_for(tenant_id))
         self._tasks: set[asyncio.Task] = set()
-        self._seen: OrderedDict[tuple[str, str], None] = OrderedDict()
+        # Without a database URL, only this process remembers what it answered.
+        self.dedupe = EventDeduplicator(CHANNEL_NAME, dedupe_database_url, capacity=SEEN_ACTIVITIES)
 
-    def _first_delivery(self, activity: dict[str, Any]) -> bool:
-        """False for an activity already handled (the Bot Framework re-sends what it saw no answer to)."""
+    async def _first_delivery(self, activity: dict[str, Any]) -> bool:
+        """False for an activity already handled (the Bot Framework re-sends what it saw no answer to), by
+        this process or, within the hour, any other sharing the dedupe database."""
         activity_id = activity.get("id")
         if not isinstance(activity_id, str) or not activity_id:
             return True
-        key = (activity["conversation"]["id"], activity_id)
-        if key in self._seen:
-            return False
-        self._seen[key] = None
-        while len(self._seen) > SEEN_ACTIVITIES:
-            self._seen.popitem(last=False)
-        return True
+        key = f"activity:{activity['conversation']['id']}:{activity_id}"
+        return not await self.dedupe.is_repeat([key])
 
     def get_metadata(self, request: Request | None = None) -> dict[str, Any]:
         metadata = {"audience": "staff", "channel": CHANNEL_NAME}
@@ -576,7 +579,7 @@ class TeamsInput(BotFrameworkInput):
             problem = _message_problem(activity)
             if problem:
                 return response.json({"error": problem}, status=400)
-            if not self._first_delivery(activity):
+            if not await self._first_delivery(activity):
                 logger.info("Teams: activity %s delivered again; already handled", activity.get("id"))
                 return response.json({"status": "duplicate"})
 
@@ -654,4 +657,6 @@ def credentials_entry(settings: Settings) -> tuple[str, dict[str, Any]] | None:
         "openid_metadata_url": settings.teams_openid_metadata_url,
         "token_url": settings.teams_token_url or token_url_for(settings.teams_tenant_id),
         "school": settings.default_school,
+        # Re-deliveries are remembered across processes in the tracker store's database (channels/dedupe.py).
+        "dedupe_database_url": settings.tracker_database_url,
     }

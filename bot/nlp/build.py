@@ -1,7 +1,8 @@
 """Build SchoolGuide's spaCy pipeline from ``spacy.blank("en")``: nothing is downloaded.
 
 Pipes: the lookup lemmatizer (tables from spacy-lookups-data, saved with the model so loading needs nothing
-else) and an entity ruler whose phrase patterns come from ``knowledge/entities.yml``. Rasa's ``SpacyNLP``
+else), an entity ruler whose phrase patterns come from ``knowledge/entities.yml``, and a filter that drops
+matches of everyday words used in their everyday sense (``bot/nlp/everyday.py``). Rasa's ``SpacyNLP``
 loads the result by path.
 """
 
@@ -15,7 +16,8 @@ from pathlib import Path
 
 import spacy
 
-from bot.nlp.entities import load_vocabulary
+from bot.nlp.entities import load_everyday_words, load_vocabulary
+from bot.nlp.everyday import FACTORY as EVERYDAY_FACTORY
 
 logger = logging.getLogger(__name__)
 PIPELINE_NAME = "en_schoolguide"
@@ -36,6 +38,7 @@ def fingerprint(entities_file: Path) -> str:
     digest = hashlib.sha256()
     digest.update(entities_file.read_bytes())
     digest.update(Path(__file__).read_bytes())
+    digest.update((Path(__file__).parent / "everyday.py").read_bytes())
     digest.update(spacy.about.__version__.encode())
     return digest.hexdigest()
 
@@ -47,6 +50,10 @@ def build_pipeline(entities_file: Path) -> spacy.language.Language:
     ruler = nlp.add_pipe("entity_ruler", config={"phrase_matcher_attr": "LOWER", "overwrite_ents": True})
     nlp.initialize()  # loads the lemma lookup tables from spacy-lookups-data into the pipe
     ruler.add_patterns(_patterns(entities_file))
+    # "snap a photo" is not Snapchat: drop matches whose neighbours show the everyday sense.
+    nlp.add_pipe(
+        EVERYDAY_FACTORY, name="everyday_words", config={"rules": load_everyday_words(entities_file)}
+    )
     nlp.meta["name"] = PIPELINE_NAME.removeprefix("en_")
     nlp.meta["version"] = "1.0.0"
     nlp.meta["description"] = "SchoolGuide: blank English + lookup lemmatizer + entity ruler from knowledge/"

@@ -10,6 +10,7 @@ Run ``python -m bot.safeguarding.evaluation`` for the rules-layer report.
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -93,6 +94,17 @@ def load_heldout(directory: Path | None = None) -> tuple[list[HeldOutDisclosure]
     disclosures = [_disclosure(entry) for entry in _yaml_list(directory / "disclosures.yml")]
     questions = [_question(entry) for entry in _yaml_list(directory / "sensitive_questions.yml")]
     return disclosures, questions
+
+
+def sealed_rounds(directory: Path | None = None) -> list[tuple[str, Path]]:
+    """``[(round name, folder)]`` under ``<held-out>/sealed/``, oldest first (round1, round2, ...).
+
+    Each round was written without sight of the rules, the training data or the earlier rounds, and is never
+    tuned against: the newest round's first score is the honest measure of recall on new wording.
+    """
+    root = Path(directory or HELDOUT_DIR) / "sealed"
+    rounds = [p for p in root.glob("round*") if (p / "disclosures.yml").is_file()] if root.is_dir() else []
+    return [(p.name, p) for p in sorted(rounds, key=lambda p: int(re.sub(r"\D", "", p.name) or 0))]
 
 
 def _yaml_list(path: Path) -> list[dict[str, Any]]:

@@ -5,7 +5,8 @@ once, for optional contact details (the contact form's question, ``contact_offer
 and told they do not have to say who they are for the concern to reach the right adult.
 
 The replies to that question never repeat the details back: on a shared screen the next person could read
-them.
+them. Details that arrive split over two messages ("jess", then "year 6 class 6B") are kept too, and the
+second message is thanked briefly.
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ PARENT_THANKS = (
     "Thank you. I have added these contact details to your report, and the Designated Safeguarding Lead "
     "will use them to contact you."
 )
+# More details in the message after them ("jess", then "year 6 class 6B"): kept with the same report.
+PUPIL_MORE_THANKS = "Thanks. I've passed that on as well."
+PARENT_MORE_THANKS = "Thank you. I have added that to your report as well."
 # Details given but nothing could keep them: say so, never pretend.
 PUPIL_NOT_SAVED = (
     "Thank you. If you can, please also tell a teacher or another grown-up you trust at school, so they "
@@ -94,6 +98,12 @@ def contact_thanks(audience: str | None, *, saved: bool) -> str:
     if audience == "pupil":
         return PUPIL_THANKS if saved else PUPIL_NOT_SAVED
     return PARENT_THANKS if saved else PARENT_NOT_SAVED
+
+
+def contact_more_thanks(audience: str | None, *, saved: bool) -> str:
+    if not saved:
+        return contact_thanks(audience, saved=False)
+    return PUPIL_MORE_THANKS if audience == "pupil" else PARENT_MORE_THANKS
 
 
 def contact_declined(audience: str | None, reference: str | None) -> str:

@@ -49,7 +49,7 @@ class DeliveryError(RuntimeError):
 class Alert:
     """What a DSL is told about a disclosure: everything except the words themselves."""
 
-    kind: str  # "alert" | "escalation"
+    kind: str  # "alert" | "escalation" | "contact_added"
     reference: str
     school: str
     audience: str
@@ -59,6 +59,16 @@ class Alert:
     created_at: datetime
     link: str
     minutes_unacknowledged: int | None = None
+    added_at: datetime | None = None  # contact_added: when the contact details were added
+
+    def _when(self, moment: datetime) -> str:
+        """UK local time first (DSLs work in it), with UTC to be unambiguous."""
+        utc = f"{moment:%H:%M} UTC"
+        try:
+            local = moment.astimezone(ZoneInfo("Europe/London"))
+        except (ZoneInfoNotFoundError, ValueError):
+            return f"{moment:%Y-%m-%d} {utc}"
+        return f"{local:%Y-%m-%d %H:%M %Z} ({utc})"
 
     @property
     def category_labels(self) -> str:
@@ -66,13 +76,11 @@ class Alert:
 
     @property
     def received(self) -> str:
-        """UK local time first (DSLs work in it), with UTC to be unambiguous."""
-        utc = f"{self.created_at:%H:%M} UTC"
-        try:
-            local = self.created_at.astimezone(ZoneInfo("Europe/London"))
-        except (ZoneInfoNotFoundError, ValueError):
-            return f"{self.created_at:%Y-%m-%d} {utc}"
-        return f"{local:%Y-%m-%d %H:%M %Z} ({utc})"
+        return self._when(self.created_at)
+
+    @property
+    def added(self) -> str:
+        return self._when(self.added_at or self.created_at)
 
     @property
     def subject(self) -> str:
@@ -80,6 +88,11 @@ class Alert:
             return (
                 f"[SchoolGuide] NOT ACKNOWLEDGED after {self.minutes_unacknowledged} minutes: "
                 f"safeguarding disclosure {self.reference} ({self.school})"
+            )
+        if self.kind == "contact_added":
+            return (
+                f"[SchoolGuide] Contact details added to safeguarding disclosure {self.reference} "
+                f"({self.school})"
             )
         risk = self.risk.upper()
         return f"[SchoolGuide] {risk} risk: safeguarding disclosure {self.reference} ({self.school})"
@@ -91,8 +104,15 @@ class Alert:
                 f"{self.minutes_unacknowledged} minutes after it was made. "
                 "You are receiving it as a deputy Designated Safeguarding Lead."
             )
+        elif self.kind == "contact_added":
+            opening = (
+                "The person who made this safeguarding disclosure has added contact details to it, so that "
+                "you can reach them."
+            )
         else:
             opening = "A safeguarding disclosure was made to SchoolGuide and needs your attention as DSL."
+        added = [f"Details added: {self.added}"] if self.kind == "contact_added" else []
+        withheld = "contact details are" if self.kind == "contact_added" else "person's words are"
         return "\n".join(
             [
                 opening,
@@ -103,10 +123,11 @@ class Alert:
                 f"Categories: {self.category_labels}",
                 f"From:       {self.audience} (via {self.channel})",
                 f"Received:   {self.received}",
+                *added,
                 "",
                 f"Open the case: {self.link}",
                 "",
-                "The person's words are not included in this message. Read them in the case record (every",
+                f"The {withheld} not included in this message. Read them in the case record (every",
                 f"reading is logged), or run: schoolguide disclosures show {self.reference}",
                 f'Acknowledge with: schoolguide disclosures ack {self.reference} --by "Your Name"',
                 "",
@@ -169,19 +190,26 @@ class EmailNotifier:
 
 def webhook_payload(alert: Alert) -> dict[str, str]:
     """The JSON body posted to Slack or Teams (see the module docstring)."""
-    headline = (
-        f"Safeguarding disclosure {alert.reference} NOT ACKNOWLEDGED "
-        f"after {alert.minutes_unacknowledged} minutes"
-        if alert.kind == "escalation"
-        else f"Safeguarding disclosure {alert.reference}"
-    )
+    if alert.kind == "escalation":
+        headline = (
+            f"Safeguarding disclosure {alert.reference} NOT ACKNOWLEDGED "
+            f"after {alert.minutes_unacknowledged} minutes"
+        )
+    elif alert.kind == "contact_added":
+        headline = f"Contact details added to safeguarding disclosure {alert.reference}"
+    else:
+        headline = f"Safeguarding disclosure {alert.reference}"
     lines = [
         f"*{headline}* (risk: {alert.risk.upper()})",
         f"School: {alert.school}",
         f"Categories: {alert.category_labels}",
         f"From: {alert.audience} (via {alert.channel}) at {alert.received}",
         f"Open the case: {alert.link}",
-        "The person's words are only in the case record.",
+        (
+            f"The contact details (added {alert.added}) are only in the case record."
+            if alert.kind == "contact_added"
+            else "The person's words are only in the case record."
+        ),
     ]
     return {"text": "\n".join(lines)}
 

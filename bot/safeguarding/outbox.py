@@ -7,6 +7,11 @@ second UPDATE waits for the first to commit and then matches nothing), so two wo
 row, and a ``sent`` row is never picked again. A worker that dies mid-send leaves its claim behind; after
 ``SENDING_LEASE`` the row is released and sent again: for a safeguarding alert a rare duplicate is better
 than a silent loss.
+
+Kinds of message: ``alert`` (a new disclosure, to the DSLs), ``escalation`` (not acknowledged in time, to the
+deputies) and one ``contact:<note id>`` per set of contact details added to a disclosure afterwards (to the
+DSLs: "contact details were added to REF", never the details). The note id is in the kind so that the unique
+key ``(disclosure, channel, recipient, kind)`` allows exactly one such message per note and channel.
 """
 
 from __future__ import annotations
@@ -44,9 +49,24 @@ BATCH_SIZE = 100
 _outbox = OutboxMessage.__table__
 
 
+# Contact details added to a disclosure: the outbox kind is this prefix and the note's id (see above).
+CONTACT_KIND_PREFIX = "contact:"
+CONTACT_ALERT = "contact_added"
+
+
+def contact_alert_kind(note_id: int) -> str:
+    """The outbox kind for the message saying that note ``note_id`` (contact details) was added."""
+    return f"{CONTACT_KIND_PREFIX}{note_id}"
+
+
+def alert_kind(outbox_kind: str) -> str:
+    """What the message is about: "alert", "escalation" or "contact_added" (for any ``contact:<id>``)."""
+    return CONTACT_ALERT if outbox_kind.startswith(CONTACT_KIND_PREFIX) else outbox_kind
+
+
 def planned_recipients(settings: Settings, kind: str) -> list[tuple[str, str]]:
-    """(channel, recipient) pairs for an alert (DSLs) or escalation (deputies); the webhook gets both."""
-    emails = settings.dsl_emails if kind == "alert" else settings.deputy_dsl_emails
+    """(channel, recipient) pairs: deputies for an escalation, else the DSLs; the webhook gets every kind."""
+    emails = settings.deputy_dsl_emails if kind == "escalation" else settings.dsl_emails
     seen: set[str] = set()
     planned: list[tuple[str, str]] = []
     for email in emails:
@@ -94,7 +114,8 @@ class DeliveryReport:
     waiting_for_settings: int = 0
 
 
-def _alert_for(settings: Settings, disclosure: Disclosure, kind: str, now: datetime) -> Alert:
+def _alert_for(settings: Settings, disclosure: Disclosure, row: OutboxMessage, now: datetime) -> Alert:
+    kind = alert_kind(row.kind)
     waited = None
     if kind == "escalation":
         waited = max(int((now - disclosure.created_at).total_seconds() // 60), settings.ack_timeout_minutes)
@@ -109,6 +130,7 @@ def _alert_for(settings: Settings, disclosure: Disclosure, kind: str, now: datet
         created_at=disclosure.created_at,
         link=f"{settings.case_link_base}{disclosure.reference}",
         minutes_unacknowledged=waited,
+        added_at=row.created_at if kind == CONTACT_ALERT else None,
     )
 
 
@@ -285,7 +307,7 @@ def deliver_pending(
                         if _cancel_if_acknowledged(engine, message_id, token, now):
                             counts["cancelled"] += 1
                         continue
-                    alert = _alert_for(settings, disclosure, row.kind, now)
+                    alert = _alert_for(settings, disclosure, row, now)
                     notifier, recipient = notifiers[row.channel], row.recipient
                 notifier.send(recipient, alert)
             except Exception as exc:  # any failure is a failed attempt, never a crashed worker

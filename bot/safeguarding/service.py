@@ -7,9 +7,10 @@ is fsync'd to the spool instead and ``replay_spool`` moves it into the database 
 idempotent on ``(sender_id, message_id)``.
 
 ``attach_contact_details`` adds the optional contact details a pupil or parent gives after their disclosure
-(a ``DisclosureNote``, encrypted, with a "contact_added" audit event). It follows the same rule: the database
-if the disclosure is there, else the spool (a ``contact_note`` record that ``replay_spool`` attaches once its
-disclosure is in the database), never raising.
+(a ``DisclosureNote``, encrypted, with a "contact_added" audit event and one outbox message per DSL channel
+saying that contact details were added, without them). It follows the same rule: the database if the
+disclosure is there, else the spool (a ``contact_note`` record that ``replay_spool`` attaches, and queues the
+same messages for, once its disclosure is in the database), never raising.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import dataclasses
 import hashlib
 import json
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -30,7 +31,7 @@ from sqlalchemy.orm import Session
 
 from bot.safeguarding.categories import CATEGORIES, RISKS
 from bot.safeguarding.crypto import DisclosureCipher, load_cipher
-from bot.safeguarding.outbox import add_outbox_rows
+from bot.safeguarding.outbox import add_outbox_rows, contact_alert_kind
 from bot.safeguarding.spool import Spool
 from bot.safeguarding.store import (
     NOTE_KINDS,
@@ -361,16 +362,31 @@ def store_in_database(
 # --- the spool ----------------------------------------------------------------------------------------------
 
 
+def _spool_once(
+    settings: Settings, record: dict[str, Any], same: Callable[[Mapping[str, Any]], bool]
+) -> Mapping[str, Any]:
+    """Append ``record`` to the spool (fsync'd) unless one that ``same`` matches is there already; returns
+    the record the spool holds (that earlier one, if any)."""
+    spool = Spool(settings.spool_dir)
+    for existing in spool.records():
+        if same(existing):
+            return existing
+    spool.append(record)
+    return record
+
+
 def spool_disclosure(settings: Settings, prepared: PreparedDisclosure) -> str:
     """Append to the spool (fsync'd) unless this message is already there; returns the reference to give."""
-    spool = Spool(settings.spool_dir)
-    for record in spool.records():
-        if _is_note_record(record):
-            continue
-        if record.get("sender_id") == prepared.sender_id and record.get("message_id") == prepared.message_id:
-            return str(record["reference"])
-    spool.append(prepared.to_spool_record())
-    return prepared.reference
+    spooled = _spool_once(
+        settings,
+        prepared.to_spool_record(),
+        lambda record: (
+            not _is_note_record(record)
+            and record.get("sender_id") == prepared.sender_id
+            and record.get("message_id") == prepared.message_id
+        ),
+    )
+    return str(spooled["reference"])
 
 
 def record_disclosure(
@@ -691,7 +707,9 @@ def _note_target(session: Session, note: PreparedNote) -> Disclosure | None:
 
 
 def store_note_in_database(settings: Settings, note: PreparedNote, *, source: str) -> tuple[str, bool]:
-    """Commit the note and its "contact_added" audit event together; returns (disclosure reference, created).
+    """Commit the note, its "contact_added" audit event and one outbox row per DSL channel (kind
+    ``contact:<note id>``: "contact details were added", never the details) together; returns (disclosure
+    reference, created). A note already stored (a retried action, a second replay) queues nothing again.
 
     Raises ``NoteTargetMissing`` when the disclosure is not in the database, and on database failure.
     """
@@ -731,6 +749,8 @@ def store_note_in_database(settings: Settings, note: PreparedNote, *, source: st
                 session.add(row)
                 session.flush()
                 disclosure.updated_at = now
+                # The DSL may have had the alert already: tell them (never the details) that there is more.
+                planned = add_outbox_rows(session, settings, disclosure.id, contact_alert_kind(row.id), now)
                 add_audit_event(
                     session,
                     disclosure_id=disclosure.id,
@@ -742,6 +762,7 @@ def store_note_in_database(settings: Settings, note: PreparedNote, *, source: st
                         "kind": note.kind,
                         "note_id": row.id,
                         "text_chars": note.text_chars,
+                        "alerts_queued": [f"{channel}:{recipient}" for channel, recipient in planned],
                         **note.audit_detail,
                     },
                     at=now,
@@ -754,16 +775,16 @@ def store_note_in_database(settings: Settings, note: PreparedNote, *, source: st
 
 def spool_note(settings: Settings, note: PreparedNote) -> None:
     """Append the note to the spool (fsync'd) unless the same message's note is already there."""
-    spool = Spool(settings.spool_dir)
-    for record in spool.records():
-        if (
+    _spool_once(
+        settings,
+        note.to_spool_record(),
+        lambda record: (
             _is_note_record(record)
             and record.get("kind") == note.kind
             and record.get("note_sender_id") == note.sender_id
             and record.get("note_message_id") == note.message_id
-        ):
-            return
-    spool.append(note.to_spool_record())
+        ),
+    )
 
 
 def attach_contact_details(

@@ -18,7 +18,8 @@ One declarative ``Base`` holds four tables:
   on ``disclosure_notes`` too (notes are never changed either), and cannot create it on an existing
   database: see ``_create_notes_table``.
 * ``outbox_messages`` one row per (disclosure, channel, recipient, kind); the unique key is what makes
-  delivery exactly-once per channel (see ``outbox``).
+  delivery exactly-once per channel (see ``outbox``). Contact details added to a disclosure get one row per
+  note and channel: the note's id is part of the kind (``contact:<id>``), so no column had to be added.
 
 Works on SQLite (WAL, foreign keys, busy timeout, ``synchronous=FULL``) and PostgreSQL.
 """
@@ -184,7 +185,8 @@ class OutboxMessage(Base):
     channel = Column(String(20), nullable=False)  # "email" | "webhook"
     # An e-mail address, or "alert_webhook": the webhook URL is a secret, so it stays in settings.
     recipient = Column(String(320), nullable=False)
-    kind = Column(String(20), nullable=False)  # "alert" | "escalation"
+    # "alert" | "escalation" | "contact:<disclosure_notes.id>" (contact details added; see outbox)
+    kind = Column(String(20), nullable=False)
     status = Column(String(20), nullable=False, default="pending")
     attempts = Column(Integer, nullable=False, default=0)
     next_attempt_at = Column(UTCDateTime, nullable=False)

@@ -319,10 +319,12 @@ def test_slack_credentials_from_settings(monkeypatch):
     class_path, config = credentials_entry(settings)
     assert class_path == "bot.channels.slack.SchoolGuideSlackInput"
     assert config == {"slack_token": SLACK_TOKEN, "slack_signing_secret": "abc",
-                      "api_base_url": "https://slack.com/api/", "default_school": "scotts"}  # fmt: skip
+                      "api_base_url": "https://slack.com/api/", "default_school": "scotts",
+                      "dedupe_database_url": settings.tracker_database_url}  # fmt: skip
     assert credentials(settings)[class_path] == config
     channel = SchoolGuideSlackInput.from_credentials(config)
     assert channel.name() == "slack" and channel.url_prefix() == "slack"
+    assert channel.dedupe.durable is not None  # retries are remembered across processes
     assert channel.api_base_url == "https://slack.com/api/" and channel.default_school == "scotts"
 
     settings = _settings(monkeypatch, SLACK_TOKEN=SLACK_TOKEN, SLACK_SIGNING_SECRET="abc",
@@ -416,20 +418,13 @@ class Webhook:
         return resp.status, text, resp.headers
 
 
-@pytest.fixture
-async def webhook(slack_api, monkeypatch):
+async def _serve(channel: SchoolGuideSlackInput, received: list):
+    """Serve ``channel``'s webhook from its own Sanic app; returns (server, webhook URL)."""
     from sanic import Sanic
-
-    # Several Sanic apps in one process: test mode keeps Sanic's start-up code rewriting repeatable.
-    monkeypatch.setattr(Sanic, "test_mode", True)
-
-    received: list = []
 
     async def on_new_message(message):
         received.append(message)
 
-    secret = secrets.token_hex(16)
-    channel = SchoolGuideSlackInput(SLACK_TOKEN, secret, slack_api.base_url, "lunsford")
     app = Sanic(unique("slack_test_"))
     app.blueprint(channel.blueprint(on_new_message), url_prefix="/webhooks/slack")
     port = _free_port()
@@ -437,9 +432,93 @@ async def webhook(slack_api, monkeypatch):
         host="127.0.0.1", port=port, return_asyncio_server=True, access_log=False
     )
     await server.startup()
+    return server, f"http://127.0.0.1:{port}/webhooks/slack/webhook"
+
+
+@pytest.fixture
+async def webhook(slack_api, monkeypatch):
+    from sanic import Sanic
+
+    # Several Sanic apps in one process: test mode keeps Sanic's start-up code rewriting repeatable.
+    monkeypatch.setattr(Sanic, "test_mode", True)
+    received: list = []
+    secret = secrets.token_hex(16)
+    channel = SchoolGuideSlackInput(SLACK_TOKEN, secret, slack_api.base_url, "lunsford")
+    server, url = await _serve(channel, received)
     async with aiohttp.ClientSession() as session:
-        yield Webhook(f"http://127.0.0.1:{port}/webhooks/slack/webhook", secret, received, session)
+        yield Webhook(url, secret, received, session)
     await server.close()
+
+
+@pytest.fixture
+async def two_processes(slack_api, monkeypatch, tmp_path):
+    """Two Slack channels, as two Rasa processes (or one before and after a restart) run them: their own
+    memory each, sharing only the tracker store's SQLite file."""
+    from sanic import Sanic
+
+    monkeypatch.setattr(Sanic, "test_mode", True)
+    secret = secrets.token_hex(16)
+    tracker_db = f"sqlite:///{tmp_path / 'var' / 'tracker.db'}"
+    servers, hooks = [], []
+    async with aiohttp.ClientSession() as session:
+        for _ in range(2):
+            received: list = []
+            channel = SchoolGuideSlackInput(
+                SLACK_TOKEN, secret, slack_api.base_url, "lunsford", dedupe_database_url=tracker_db
+            )
+            server, url = await _serve(channel, received)
+            servers.append(server)
+            hooks.append(Webhook(url, secret, received, session))
+        yield hooks
+    for server in servers:
+        await server.close()
+
+
+async def test_a_retry_reaching_another_process_is_not_answered_again(two_processes):
+    first, second = two_processes
+    body = encode(message_event("can staff follow pupils on instagram?", user="U200", channel="D200"))
+    assert (await first.post(body))[0] == 200
+    for number, reason in [("1", "http_timeout"), ("2", "http_error")]:
+        status, _, headers = await second.post(
+            body, {"X-Slack-Retry-Num": number, "X-Slack-Retry-Reason": reason}
+        )
+        assert status == 200 and headers.get("X-Slack-No-Retry") == "1"
+    assert len(first.received) == 1 and second.received == []
+    # A new event is still answered by whichever process gets it.
+    other = encode(message_event("and on tiktok?", user="U200", channel="D200"))
+    assert (await second.post(other))[0] == 200
+    assert [m.text for m in second.received] == ["and on tiktok?"]
+
+
+async def test_two_processes_given_the_same_event_at_once_answer_it_once(two_processes):
+    first, second = two_processes
+    for n in range(5):
+        body = encode(message_event(f"question {n}", user="U201", channel="D201"))
+        retry = {"X-Slack-Retry-Num": "1", "X-Slack-Retry-Reason": "http_timeout"}
+        results = await asyncio.gather(first.post(body), second.post(body, retry))
+        assert [status for status, _, _ in results] == [200, 200]
+        assert sum(1 for _, _, headers in results if headers.get("X-Slack-No-Retry") == "1") == 1
+    assert sorted(m.text for m in first.received + second.received) == [f"question {n}" for n in range(5)]
+
+
+async def test_one_message_as_two_events_in_two_processes_is_answered_once(two_processes):
+    first, second = two_processes
+    ts = "1700000000.000900"
+    await first.post(encode(message_event("hi", user="U202", channel="D202", ts=ts)))
+    await second.post(encode(message_event("hi", user="U202", channel="D202", ts=ts, kind="app_mention")))
+    assert len(first.received) + len(second.received) == 1
+
+
+async def test_a_button_clicked_once_is_answered_once_across_processes(two_processes):
+    first, second = two_processes
+    payload = {"type": "block_actions", "user": {"id": "U203"}, "channel": {"id": "D203"},
+               "trigger_id": "9.8.7", "message": {"ts": "1.0"},
+               "actions": [{"type": "button", "value": "/policy_minimum_age"}]}  # fmt: skip
+    body = urlencode({"payload": json.dumps(payload)}).encode()
+    await first.post(body, content_type=FORM)
+    status, _, headers = await second.post(body, content_type=FORM)
+    assert status == 200 and headers.get("X-Slack-No-Retry") == "1"
+    assert len(first.received) == 1 and second.received == []
 
 
 @pytest.mark.parametrize("forgery", ["unsigned", "wrong secret", "stale", "tampered"])

@@ -519,8 +519,9 @@ async def test_a_rejected_token_is_renewed_once(ms):
 # --- The webhook, served by Sanic (the dialogue engine replaced by an echo) --------------------------------
 
 
-@pytest.fixture
-async def webhook(ms, monkeypatch):
+async def _serve(ms, received: list, **credentials):
+    """A Teams channel (``credentials`` added to the test ones) served by its own Sanic app, echoing every
+    message; returns (server, post) where ``post(activity=None, auth=None, body=None)`` -> (status, text)."""
     from sanic import Sanic
 
     channel = TeamsInput.from_credentials(
@@ -531,16 +532,14 @@ async def webhook(ms, monkeypatch):
             "openid_metadata_url": ms.metadata_url,
             "token_url": ms.token_url,
             "school": "lunsford",
+            **credentials,
         }
     )
-    received = []
 
     async def on_new_message(message):
         received.append(message)
         await message.output_channel.send_text_message(message.sender_id, f"echo: {message.text}")
 
-    # Sanic's own switch for starting several apps in one process (it keeps its start-up rewrites reusable).
-    monkeypatch.setattr(Sanic, "test_mode", True)
     app = Sanic(f"teams_test_{uuid.uuid4().hex[:12]}")
     app.blueprint(channel.blueprint(on_new_message), url_prefix=f"/webhooks/{channel.name()}")
     port = free_port()
@@ -561,6 +560,17 @@ async def webhook(ms, monkeypatch):
             ) as r:
                 return r.status, await r.text()
 
+    return server, post
+
+
+@pytest.fixture
+async def webhook(ms, monkeypatch):
+    from sanic import Sanic
+
+    # Sanic's own switch for starting several apps in one process (it keeps its start-up rewrites reusable).
+    monkeypatch.setattr(Sanic, "test_mode", True)
+    received: list = []
+    server, post = await _serve(ms, received)
     yield post, received
     server.close()
     await server.wait_closed()
@@ -587,6 +597,53 @@ async def test_webhook_answers_a_redelivered_activity_only_once(ms, webhook):
     await asyncio.sleep(0.3)
     assert len(received) == 1 and len(ms.posted()) == 1
     assert (await post(ms.activity("who do I tell?"), f"Bearer {ms.jwt()}"))[0] == 202  # a new activity id
+
+
+@pytest.fixture
+async def two_processes(ms, monkeypatch, tmp_path):
+    """Two Teams channels, as two Rasa processes (or one before and after a restart) run them: their own
+    memory each, sharing only the tracker store's SQLite file."""
+    from sanic import Sanic
+
+    monkeypatch.setattr(Sanic, "test_mode", True)
+    tracker_db = f"sqlite:///{tmp_path / 'var' / 'tracker.db'}"
+    servers, posts, received = [], [], []
+    for _ in range(2):
+        handled: list = []
+        server, post = await _serve(ms, handled, dedupe_database_url=tracker_db)
+        servers.append(server)
+        received.append(handled)
+
+        async def signed(activity, post=post):
+            return await post(activity, f"Bearer {ms.jwt()}")
+
+        posts.append(signed)
+    yield posts, received
+    for server in servers:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_a_redelivery_reaching_another_process_is_not_answered_again(ms, two_processes):
+    (first, second), (first_handled, second_handled) = two_processes
+    activity = ms.activity("can I accept a friend request from a parent?")
+    assert (await first(activity))[0] == 202
+    status, text = await second(activity)  # the Bot Framework retried, and the retry went elsewhere
+    assert status == 200 and json.loads(text) == {"status": "duplicate"}
+    await wait_until(ms.posted)
+    await asyncio.sleep(0.3)
+    assert len(first_handled) == 1 and second_handled == [] and len(ms.posted()) == 1
+    assert (await second(ms.activity("who do I tell?")))[0] == 202  # a new activity is answered
+
+
+async def test_two_processes_given_the_same_activity_at_once_answer_it_once(ms, two_processes):
+    (first, second), (first_handled, second_handled) = two_processes
+    activities = [ms.activity(f"question {n}") for n in range(4)]
+    for activity in activities:
+        statuses = sorted(status for status, _ in await asyncio.gather(first(activity), second(activity)))
+        assert statuses == [200, 202]
+    await asyncio.sleep(0.3)
+    assert sorted(m.text for m in first_handled + second_handled) == [f"question {n}" for n in range(4)]
 
 
 @pytest.mark.parametrize(
@@ -689,8 +746,10 @@ def test_teams_is_off_unless_app_id_password_and_tenant_are_all_set(fresh_settin
         config["openid_metadata_url"] == "https://login.botframework.com/v1/.well-known/openidconfiguration"
     )
     assert config["school"] == fresh_settings.default_school
+    assert config["dedupe_database_url"] == fresh_settings.tracker_database_url
     channel = TeamsInput.from_credentials(config)  # what Rasa does with the entry; fetches nothing yet
     assert channel.name() == "teams" and channel.tokens.token_url == config["token_url"]
+    assert channel.dedupe.durable is not None  # re-deliveries are remembered across processes
 
 
 def test_settings_from_the_environment_enable_the_channel(monkeypatch, tmp_path):

@@ -12,7 +12,6 @@ import json
 import os
 import socket
 import threading
-import uuid
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -21,8 +20,6 @@ import pytest
 from cryptography.fernet import Fernet
 
 os.environ.setdefault("SCHOOLGUIDE_WORKER", "off")
-
-DEFAULT_POSTGRES_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
 
 
 def free_port() -> int:
@@ -94,39 +91,7 @@ def settings(make_settings):
     return make_settings()
 
 
-def _postgres_base_url() -> str:
-    return os.environ.get("SCHOOLGUIDE_TEST_POSTGRES_URL", DEFAULT_POSTGRES_URL)
-
-
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """A URL whose search_path is a brand-new schema, dropped afterwards."""
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
-    base = _postgres_base_url()
-    admin = create_engine(base, future=True, connect_args={"connect_timeout": 3})
-    try:
-        with admin.connect():
-            pass
-    except Exception as exc:  # noqa: BLE001 - any failure to connect means "no server here"
-        admin.dispose()
-        pytest.skip(
-            f"PostgreSQL not reachable at {make_url(base).render_as_string(hide_password=True)}: {exc}"
-        )
-    schema = f"sg_test_{uuid.uuid4().hex[:12]}"
-    with admin.begin() as connection:
-        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-    url = make_url(base).update_query_dict({"options": f"-csearch_path={schema}"})
-    try:
-        yield url.render_as_string(hide_password=False)
-    finally:
-        from bot.safeguarding.store import dispose_engines
-
-        dispose_engines()
-        with admin.begin() as connection:
-            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+# postgres_url (a fresh schema on the real PostgreSQL server) is in tests/conftest.py.
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -192,8 +192,13 @@ async def test_pupil_details_are_kept_encrypted_audited_and_never_echoed(setting
     assert not any(
         "amy" in (text or "").lower() or "5b" in (text or "").lower() for text in _said(dispatcher)
     )
-    # The form's slots are cleared, so the next message is an ordinary message again.
-    assert _slot_events(events) == {"contact_details": None, "contact_offered": None}
+    # The form's slots are cleared; contact_followup lets the next message add to the details (only if it
+    # looks like more of them: see below), else it is an ordinary message again.
+    assert _slot_events(events) == {
+        "contact_details": None,
+        "contact_offered": None,
+        "contact_followup": True,
+    }
 
     [disclosure] = _rows(settings, Disclosure)
     [note] = _rows(settings, DisclosureNote)
@@ -257,7 +262,12 @@ async def test_a_refusal_keeps_nothing_and_is_answered_kindly(settings, audience
     assert _rows(settings, DisclosureNote) == [] and _contact_audits(settings) == []
     assert len(_rows(settings, Disclosure)) == 1
     assert Spool(settings.spool_dir).records() == []
-    assert _slot_events(events) == {"contact_details": None, "contact_offered": None}
+    # Nothing kept, so nothing more is waited for.
+    assert _slot_events(events) == {
+        "contact_details": None,
+        "contact_offered": None,
+        "contact_followup": None,
+    }
 
 
 async def test_a_disclosure_inside_the_details_is_recorded_alerted_and_kept_as_contact(settings):
@@ -391,7 +401,11 @@ async def test_when_nothing_can_keep_the_details_the_reply_says_so(down_postgres
         hopeless, answer_tracker("07700 900123", audience="parent", reference="SG-7K3P-QX9M")
     )
     assert _said(dispatcher) == [texts.PARENT_NOT_SAVED]
-    assert _slot_events(events) == {"contact_details": None, "contact_offered": None}
+    assert _slot_events(events) == {
+        "contact_details": None,
+        "contact_offered": None,
+        "contact_followup": None,
+    }
 
 
 async def test_staff_are_never_offered_the_form(settings):
@@ -538,3 +552,307 @@ async def test_an_upgraded_least_privilege_postgres_database_keeps_working(make_
             connection.execute(text(f"DROP OWNED BY {role}"))
             connection.execute(text(f"DROP ROLE {role}"))
         owner_engine.dispose()
+
+
+# --- contact details split over two messages -------------------------------------------------------------
+
+from actions.safeguarding import (  # noqa: E402 - kept next to the tests that use them
+    ActionExtractContactMore,
+    ActionSaveMoreContactDetails,
+    ValidateContactMoreForm,
+)
+from bot.safeguarding.outbox import alert_kind  # noqa: E402
+
+
+def more_tracker(
+    first,
+    second,
+    *,
+    audience="pupil",
+    reference,
+    intent="nlu_fallback",
+    taken=True,
+    stage="save",
+    latest_extra=None,
+):
+    """After ``first`` was kept as contact details and contact_more_form started waiting, ``second`` arrives.
+
+    ``stage``: "extract" (action_extract_contact_more runs), "returned" (the form comes back after the usual
+    rules answered a message it did not take: validate_contact_more_form runs) or "save" (the form ended and
+    action_save_more_contact_details runs; ``taken``: whether the extraction took ``second``).
+    """
+    before = answer_tracker(first, audience=audience, reference=reference)
+    events = before.events + [
+        {"event": "action", "name": "action_save_contact_details", "timestamp": 20.0},
+        {"event": "slot", "name": "contact_details", "value": None, "timestamp": 20.1},
+        {"event": "slot", "name": "contact_offered", "value": None, "timestamp": 20.2},
+        {"event": "slot", "name": "contact_followup", "value": True, "timestamp": 20.3},
+        {"event": "bot", "text": texts.contact_thanks(audience, saved=True), "timestamp": 20.4},
+        {"event": "action", "name": "contact_more_form", "timestamp": 20.5},
+        {"event": "active_loop", "name": "contact_more_form", "timestamp": 20.6},
+        {"event": "slot", "name": "requested_slot", "value": "contact_more", "timestamp": 20.7},
+        {"event": "action", "name": "action_listen", "timestamp": 20.8},
+        _user(second, "msg-more", 21.0, intent=intent),
+    ]
+    slots = {
+        "school": "lunsford",
+        "audience": audience,
+        "disclosure_reference": reference,
+        "contact_followup": True,
+        "requested_slot": "contact_more",
+        "contact_more": None,
+    }
+    active_loop = {"name": "contact_more_form"}
+    if stage in ("returned", "save") and taken:
+        events.append({"event": "slot", "name": "contact_more", "value": second, "timestamp": 21.1})
+        slots["contact_more"] = second
+    if stage == "returned":
+        events += [
+            {"event": "action_execution_rejected", "name": "contact_more_form", "timestamp": 21.2},
+            {"event": "action", "name": "action_answer_policy", "timestamp": 21.3},
+        ]
+    if stage == "save":
+        events += [
+            {"event": "action", "name": "contact_more_form", "timestamp": 21.4},
+            {"event": "active_loop", "name": None, "timestamp": 21.5},
+            {"event": "slot", "name": "requested_slot", "value": None, "timestamp": 21.6},
+        ]
+        slots["requested_slot"], active_loop = None, {}
+    latest = {
+        "text": second,
+        "intent": {"name": intent, "confidence": 0.9},
+        "entities": [],
+        "message_id": "msg-more",
+        "metadata": {},
+        **(latest_extra or {}),
+    }
+    return Tracker("widget-42", slots, latest, events, False, None, active_loop, "action_listen")
+
+
+async def save_more(settings, tracker):
+    dispatcher = CollectingDispatcher()
+    events = await ActionSaveMoreContactDetails(settings).run(dispatcher, tracker, {})
+    return dispatcher, events
+
+
+async def extract(tracker):
+    return _slot_events(await ActionExtractContactMore().run(CollectingDispatcher(), tracker, {}))
+
+
+async def test_a_name_then_a_class_in_the_next_message_are_both_kept(settings):
+    reference = await log_disclosure(settings)
+    _, events = await save(settings, answer_tracker("jess", reference=reference))
+    assert _slot_events(events)["contact_followup"] is True
+
+    second = "year 6 class 6B"
+    assert await extract(more_tracker("jess", second, reference=reference, stage="extract")) == {
+        "contact_more": second
+    }
+    dispatcher, events = await save_more(settings, more_tracker("jess", second, reference=reference))
+    assert _said(dispatcher) == [texts.PUPIL_MORE_THANKS]
+    assert "6B" not in texts.PUPIL_MORE_THANKS
+    assert _slot_events(events) == {"contact_more": None, "contact_followup": None}
+
+    [disclosure] = _rows(settings, Disclosure)
+    notes = _rows(settings, DisclosureNote)
+    assert [(n.disclosure_id, n.message_id) for n in notes] == [
+        (disclosure.id, "msg-contact"),
+        (disclosure.id, "msg-more"),
+    ]
+    first_audit, more_audit = _contact_audits(settings)
+    assert "follow_up" not in first_audit.detail
+    assert more_audit.detail["follow_up"] is True and more_audit.detail["note_id"] == notes[1].id
+    assert "6B" not in json.dumps(more_audit.detail)
+    case = read_case(settings, reference, actor="Ms Patel")
+    assert [item["text"] for item in case.contact] == ["jess", second]
+    # The DSLs are told, once per note and DSL, that contact details were added.
+    contact_alerts = [
+        row for row in _rows(settings, OutboxMessage) if alert_kind(row.kind) == "contact_added"
+    ]
+    assert sorted((row.kind, row.recipient) for row in contact_alerts) == sorted(
+        (f"contact:{note.id}", recipient)
+        for note in notes
+        for recipient in ("dsl@lunsford.example", "head@lunsford.example")
+    )
+
+    # The same message again (Rasa retried the action) adds nothing.
+    await save_more(settings, more_tracker("jess", second, reference=reference))
+    assert len(_rows(settings, DisclosureNote)) == 2
+
+
+async def test_a_parent_says_the_number_is_coming_then_sends_it(settings):
+    reference = await log_disclosure(settings, audience="parent")
+    first = answer_tracker("yes my number is", audience="parent", reference=reference)
+    _, events = await save(settings, first)
+    assert _slot_events(events)["contact_followup"] is True
+    number = "07700 900123"
+    tracker = more_tracker(
+        "yes my number is", number, audience="parent", reference=reference, intent="policy_minimum_age"
+    )
+    assert await extract(
+        more_tracker(
+            "yes my number is",
+            number,
+            audience="parent",
+            reference=reference,
+            intent="policy_minimum_age",
+            stage="extract",
+        )
+    ) == {"contact_more": number}
+    dispatcher, _ = await save_more(settings, tracker)
+    assert _said(dispatcher) == [texts.PARENT_MORE_THANKS]
+    assert "07700" not in texts.PARENT_MORE_THANKS
+    case = read_case(settings, reference, actor="t")
+    assert [item["text"] for item in case.contact] == ["yes my number is", number]
+
+
+@pytest.mark.parametrize(
+    ("text", "intent"),
+    [
+        ("jess", "greet"),
+        ("Jess Smith", "disclose"),
+        ("it's Jess, 6B", "nlu_fallback"),
+        ("year 6 class 6B", "policy_minimum_age"),
+        ("I'm in year 10", "nlu_fallback"),
+        ("reception", "nlu_fallback"),
+        ("07700 900123", "policy_minimum_age"),
+        ("+44 7700 900123", "nlu_fallback"),
+        ("jo.smith@example.com", "nlu_fallback"),
+        ("yes call me on 07700900123 after 5pm", "affirm"),
+        ("Siobhan O'Brien", "nlu_fallback"),
+    ],
+)
+async def test_the_next_message_is_taken_when_it_looks_like_more_contact_details(text, intent):
+    tracker = more_tracker("amy", text, reference="SG-7K3P-QX9M", intent=intent, stage="extract")
+    assert await extract(tracker) == {"contact_more": text}
+
+
+@pytest.mark.parametrize(
+    ("text", "intent"),
+    [
+        ("how old do you have to be for whatsapp", "policy_minimum_age"),
+        ("can year 6 use tiktok", "policy_minimum_age"),
+        ("what about instagram?", "ask_other_platform"),
+        ("can staff follow pupils on instagram", "policy_staff_befriend_pupils"),
+        ("thank you", "thank"),
+        ("ok thanks", "thank"),
+        ("ok", "affirm"),
+        ("no", "deny"),
+        ("bye", "goodbye"),
+        ("hello", "greet"),
+        ("snapchat", "nlu_fallback"),
+        ("he hit me again last night", "disclose"),  # a disclosure: the disclosure rules record it
+        ("year 6 kids on tiktok", "policy_minimum_age"),
+        ("sad", "nlu_fallback"),
+        ("why", "ask_why"),
+    ],
+)
+async def test_anything_else_is_left_to_the_usual_rules(text, intent):
+    tracker = more_tracker("amy", text, reference="SG-7K3P-QX9M", intent=intent, stage="extract")
+    assert await extract(tracker) == {}
+
+
+async def test_a_word_the_nlu_knows_as_a_platform_or_role_is_not_a_name():
+    entity = {"entity": "platform", "value": "Kik", "start": 0, "end": 3}
+    tracker = more_tracker(
+        "amy", "kik", reference="SG-7K3P-QX9M", stage="extract", latest_extra={"entities": [entity]}
+    )
+    assert await extract(tracker) == {}
+
+
+async def test_only_the_message_right_after_the_details_is_taken_and_only_in_that_session():
+    tracker = more_tracker("amy", "6B", reference="SG-7K3P-QX9M", stage="extract")
+    assert await extract(tracker) == {"contact_more": "6B"}
+
+    later = more_tracker("amy", "6B", reference="SG-7K3P-QX9M", stage="extract")
+    later.events.insert(-1, _user("thanks", "msg-between", 20.9, intent="thank"))
+    assert await extract(later) == {}
+
+    new_session = more_tracker("amy", "6B", reference="SG-7K3P-QX9M", stage="extract")
+    new_session.events[-1:-1] = [
+        {"event": "action", "name": "action_session_start", "timestamp": 20.85},
+        {"event": "session_started", "timestamp": 20.86},
+    ]
+    assert await extract(new_session) == {}
+
+    not_waiting = more_tracker("amy", "6B", reference="SG-7K3P-QX9M", stage="extract")
+    not_waiting.slots["contact_followup"] = None
+    assert await extract(not_waiting) == {}
+
+
+async def test_a_disclosure_in_the_next_message_is_recorded_first_and_kept_as_contact_too(settings):
+    pytest.importorskip("bot.safeguarding.detector")
+    first = await log_disclosure(settings)
+    await save(settings, answer_tracker("jess", reference=first))
+    second_text = "6B. and my uncle hit me again last night"
+    assert await extract(more_tracker("jess", second_text, reference=first, stage="extract")) == {
+        "contact_more": second_text
+    }
+    dispatcher, events = await save_more(
+        settings, more_tracker("jess", second_text, reference=first, intent="disclose")
+    )
+    disclosures = {row.reference: row for row in _rows(settings, Disclosure)}
+    [second] = [reference for reference in disclosures if reference != first]
+    assert (disclosures[second].sender_id, disclosures[second].message_id) == ("widget-42", "msg-more")
+    assert read_case(settings, second, actor="t").text == second_text
+    assert len([m for m in _rows(settings, OutboxMessage) if m.disclosure_id == disclosures[second].id]) >= 2
+    assert [item["text"] for item in read_case(settings, first, actor="t").contact] == ["jess", second_text]
+    assert _contact_audits(settings)[-1].detail["also_recorded_as"] == second
+
+    from bot.safeguarding.replies import safe_reply
+
+    assert _said(dispatcher) == [safe_reply("pupil")]
+    assert _slot_events(events) == {
+        "contact_more": None,
+        "contact_followup": None,
+        "disclosure_reference": second,
+    }
+
+
+async def test_when_the_form_took_nothing_the_save_action_does_and_says_nothing(settings):
+    reference = await log_disclosure(settings)
+    tracker = more_tracker("jess", "how old for whatsapp", reference=reference, taken=False)
+    dispatcher, events = await save_more(settings, tracker)
+    assert _said(dispatcher) == []
+    assert _slot_events(events) == {"contact_more": None, "contact_followup": None}
+    assert _rows(settings, DisclosureNote) == []
+
+
+async def test_the_wait_ends_once_the_usual_rules_have_answered():
+    validate = ValidateContactMoreForm()
+    returned = more_tracker("jess", "how old for whatsapp", reference="R", stage="returned", taken=False)
+    events = await validate.run(CollectingDispatcher(), returned, {})
+    assert _slot_events(events) == {"requested_slot": None}  # the form ends; nothing is asked
+
+    taken = more_tracker("jess", "6B", reference="R", stage="returned", taken=True)
+    assert await validate.run(CollectingDispatcher(), taken, {}) == []
+    starting = answer_tracker("jess", reference="R")  # no active loop yet: the form is starting
+    assert await validate.run(CollectingDispatcher(), starting, {}) == []
+
+
+async def test_more_details_while_the_database_is_down_are_spooled_then_attached_and_announced(
+    down_postgres, make_settings
+):
+    reference = await log_disclosure(down_postgres)
+    await save(down_postgres, answer_tracker("jess", reference=reference))
+    dispatcher, _ = await save_more(down_postgres, more_tracker("jess", "6B", reference=reference))
+    assert _said(dispatcher) == [texts.PUPIL_MORE_THANKS]  # kept durably, so the thanks is true
+    assert [r.get("record_type") for r in Spool(down_postgres.spool_dir).records()] == [
+        None,
+        "contact_note",
+        "contact_note",
+    ]
+    back = dataclasses.replace(down_postgres, database_url=make_settings().database_url)
+    assert replay_spool(back).notes_attached == 2
+    assert [item["text"] for item in read_case(back, reference, actor="t").contact] == ["jess", "6B"]
+    assert len([r for r in _rows(back, OutboxMessage) if alert_kind(r.kind) == "contact_added"]) == 4
+
+
+def test_the_action_server_registers_the_follow_up_actions():
+    executor = ActionExecutor()
+    executor.register_package("actions")
+    assert {
+        "action_extract_contact_more",
+        "validate_contact_more_form",
+        "action_save_more_contact_details",
+    } <= set(executor.actions)

@@ -21,6 +21,7 @@ from bot.safeguarding.evaluation import (
     evaluate_rules_detail,
     load_heldout,
     rules_parse,
+    sealed_rounds,
 )
 from bot.settings import AUDIENCES
 
@@ -66,9 +67,30 @@ def test_heldout_sets_are_big_and_varied_enough(heldout):
     assert len(set(texts)) == len(texts)
 
 
+def _all_heldout(heldout):
+    """The development set and every sealed round."""
+    disclosures, questions = list(heldout[0]), list(heldout[1])
+    for _, folder in sealed_rounds():
+        more_disclosures, more_questions = load_heldout(folder)
+        disclosures += more_disclosures
+        questions += more_questions
+    return disclosures, questions
+
+
+def test_sealed_rounds_are_found_in_order():
+    names = [name for name, _ in sealed_rounds()]
+    assert names[:2] == ["round1", "round2"]
+    for _, folder in sealed_rounds():
+        disclosures, questions = load_heldout(folder)
+        assert len(disclosures) >= 60 and len(questions) >= 30
+
+
 def test_heldout_sentences_are_not_in_training_data_or_vocabulary(heldout):
-    """Near-duplicates count: sharing 70% of its content words with a training example is a leak."""
-    disclosures, questions = heldout
+    """Near-duplicates count: sharing 70% of its content words with a training example is a leak.
+
+    Covers the sealed rounds too: they only measure anything while nothing like them is trained on.
+    """
+    disclosures, questions = _all_heldout(heldout)
     training = [(_words(t), t) for t in _training_texts()]
     vocabulary = (
         (PROJECT_ROOT / "bot" / "safeguarding" / "vocabulary.yml").read_text(encoding="utf-8").lower()

@@ -484,6 +484,8 @@ def _run(args: argparse.Namespace) -> int:
     profile = QUICK if args.quick else FULL
     if args.stock_limit is not None:
         profile = replace(profile, stock_training_limit_seconds=args.stock_limit)
+    if args.no_training:
+        profile = replace(profile, train=False, baseline=False)
     results = run_bench(
         profile, get_settings().home / "reports", keep=args.keep, postgres_server=args.postgres
     )
@@ -509,6 +511,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--postgres", default=POSTGRES_SERVER, metavar="URL",
         help="PostgreSQL server to create (and drop) the bench's fresh database on (default: %(default)s)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--no-training", action="store_true",
+        help="skip training from scratch and the stock baseline (~45 min on 2 cores); the report says so",
     )  # fmt: skip
     parser.add_argument("--keep", action="store_true", help="keep the work dir (logs, raw load results)")
     parser.set_defaults(func=_run)

@@ -129,7 +129,7 @@ def evaluate_targets(results: dict) -> list[dict]:
     rows.append(
         {
             "target": f"training from scratch under {TARGET_TRAIN_SECONDS / 60:.0f} minutes",
-            "measured": f"{training['seconds']:.0f} s" if training else "not measured (quick run)",
+            "measured": f"{training['seconds']:.0f} s" if training else "not measured in this run",
             "met": (training["seconds"] < TARGET_TRAIN_SECONDS) if training else None,
             "why": None,
         }
@@ -191,6 +191,14 @@ def render_markdown(results: dict, plot_name: str | None = "bench.png") -> str:
             + ". Run `make bench` for the full figures.",
             "",
         ]  # fmt: skip
+    elif _missing(results):
+        lines += [
+            "> **PARTIAL RUN** (`schoolguide bench --no-training`): full latency, soak and school phases. "
+            "Not measured in this run: "
+            + "; ".join(_missing(results))
+            + ". Run `make bench` for every figure.",
+            "",
+        ]
     lines += [
         f"Run {results.get('started_at')} ({results.get('profile')} profile, "
         f"{_num(results.get('total_seconds', 0) / 60)} min) on {machine.get('cpus')} CPUs, "
@@ -275,7 +283,7 @@ def render_markdown(results: dict, plot_name: str | None = "bench.png") -> str:
         )
     else:
         lines.append(
-            f"Training time: not measured (quick run). Current model size: "
+            f"Training time: not measured in this run. Current model size: "
             f"{_num(results.get('model', {}).get('size_mib'))} MiB."
         )
     nlu = results.get("nlu", {})

@@ -250,3 +250,16 @@ def test_training_progress_reads_rasa_progress_bars():
     assert (progress["epochs_done"], progress["epochs_total"]) == (20, 100)
     assert progress["component_seconds_estimate"] == pytest.approx(1299)
     assert training_progress("nothing yet") == {"component": None}
+
+
+def test_full_run_without_training_says_what_it_left_out():
+    results = _results(profile="full")
+    results["profile_settings"] = results.get("profile_settings", {}) | {
+        "postgres": True,
+        "train": False,
+        "baseline": False,
+    }
+    text = report.render_markdown(results, plot_name=None)
+    assert "PARTIAL RUN" in text and "QUICK RUN" not in text
+    assert "training time from scratch" in text and "stock `rasa init` pipeline baseline" in text
+    assert "the PostgreSQL repeat" not in text.split("PARTIAL RUN")[1].split("\n")[0]

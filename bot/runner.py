@@ -39,6 +39,8 @@ def training_fingerprint(settings: Settings) -> str:
             digest.update(file.read_bytes())
     digest.update(nlp_fingerprint(settings.knowledge_dir / "entities.yml").encode())
     digest.update(_rasa_version().encode())
+    # TensorFlow's kernels are part of the recipe: oneDNN on or off trains a different model (bot/__init__.py)
+    digest.update(f"onednn={os.environ.get('TF_ENABLE_ONEDNN_OPTS', '')}".encode())
     return digest.hexdigest()[:16]
 
 
@@ -91,6 +93,7 @@ def rasa_env(settings: Settings) -> dict[str, str]:
     """The environment for Rasa and action-server processes: quiet TensorFlow, no telemetry."""
     env = dict(os.environ)
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    env.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")  # the same model on every CPU (see bot/__init__.py)
     env.setdefault("RASA_TELEMETRY_ENABLED", "false")
     env.setdefault("SQLALCHEMY_SILENCE_UBER_WARNING", "1")
     env["SCHOOLGUIDE_HOME"] = str(settings.home)

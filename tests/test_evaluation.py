@@ -106,7 +106,8 @@ def test_heldout_questions_are_valid_and_never_in_training_data(kb, project_root
     assert min(per_topic.values()) >= 3
     assert {q.school for q in questions} == set(kb.schools)
     assert {q.audience for q in questions} == {"staff", "parent", "pupil"}
-    leaked = [q.text for q in questions if _fold(q.text) in _training_examples(project_root)]
+    training = _training_examples(project_root)
+    leaked = [q.text for q in questions if _fold(q.text) in training]
     assert leaked == []
 
 

@@ -47,6 +47,19 @@ def test_fingerprint_changes_with_any_training_input(project_copy, change):
     assert training_fingerprint(project_copy) != before
 
 
+def test_tensorflow_kernels_are_a_training_input(project_copy, monkeypatch):
+    """Training runs with oneDNN off (the same model on every CPU); a model trained otherwise is retrained."""
+    import os
+
+    from bot.runner import rasa_env
+
+    assert os.environ["TF_ENABLE_ONEDNN_OPTS"] == "0"  # set by importing bot
+    assert rasa_env(project_copy)["TF_ENABLE_ONEDNN_OPTS"] == "0"
+    before = training_fingerprint(project_copy)
+    monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "1")
+    assert training_fingerprint(project_copy) != before
+
+
 def test_answers_and_clauses_do_not_force_retraining(project_copy):
     # The clause base is read by the action server at run time; editing an answer must not retrain.
     before = training_fingerprint(project_copy)

@@ -62,6 +62,8 @@ _WORD_HYPHEN = re.compile(r"(?<=[a-z])[-_]+(?=[a-z])")
 _WORD = re.compile(r"[a-z0-9@$]+")
 _RUN = re.compile(r"([a-z])\1{2,}")
 _SPACES = re.compile(r"[ \t]+")
+# Word endings that mark an adjective ("political", "personal", "explicit", "horrible"): a noun follows.
+_ADJECTIVE_ENDINGS = ("al", "ic", "ous", "ive", "ful", "less", "able", "ible", "ish")
 # spaCy's tokenizer is slow on very long runs without spaces (emoji walls, base64): break them up.
 _LONG_RUN = re.compile(r"\S{40}(?=\S)")
 
@@ -130,6 +132,8 @@ class Grammar:
     clause_ends: frozenset[str]
     negated_statement_verbs: frozenset[str]  # "dont WANT to...": a statement, not a "do" question
     subjects: frozenset[str]  # "he hit me" (past) vs "and put it on facebook" (bare)
+    # a word right after these is a noun, not an event: "friend requests", "his messages", "a text"
+    noun_markers: frozenset[str]
 
 
 @dataclass(frozen=True)
@@ -571,14 +575,23 @@ class Detector:
         while before >= floor and doc[before].lower_ in g.skip and index - before <= 3:
             before -= 1
         previous = doc[before].lower_ if before >= floor else ""
-        if previous in g.blockers or previous == "be":
+        if previous in g.blockers or previous == "be" or previous in g.noun_markers:
             return False
+        # "should i put it on facebook", "can the school post my photo": a modal before the subject asks
+        # about an act; it does not report one
+        if previous in g.subjects or previous in {"school", "staff", "teachers", "parents"}:
+            modal_at = before - 1
+            if modal_at >= floor and doc[modal_at].lower_ in {"the", "a", "my", "our", "your"}:
+                modal_at -= 1
+            if modal_at >= floor and doc[modal_at].lower_ in g.blockers:
+                return False
         if lower in g.irregular_past or (lower.endswith("ed") and lower != lemma):
             return True
         if lower.endswith("ing") and lower != lemma:
             return any(doc[i].lower_ in g.progressive_aux for i in range(max(floor, index - 3), index))
         if lower != lemma and lower.endswith("s"):
-            return True
+            # "political views", "personal messages": after an adjective an -s word is a plural noun
+            return not (len(previous) > 4 and previous.endswith(_ADJECTIVE_ENDINGS))
         return lower in g.same_form_past and previous in g.subjects
 
     def _sentences(self, doc: Doc, cues: dict[str, list[tuple[int, int]]]) -> list[_Sentence]:

@@ -177,6 +177,46 @@ def test_every_training_example_is_caught_by_the_rules_alone():
     assert missed == []
 
 
+# Grammar that tells an asked-about act from a reported one (each pair differs only in that respect).
+@pytest.mark.parametrize(
+    ("question", "report"),
+    [
+        # a modal before the subject asks about an act: "should i put it on facebook?"
+        ("they filmed the fight, should i put it on tiktok?", "they filmed me and he put it on tiktok"),
+        ("can the school post my photo on the website?", "someone posted my photo on a hate page"),
+        # a word after "friend"/"his"/"a" is a noun, not an event: "friend requests"
+        ("can staff accept friend requests from parents?", "my teacher requests to follow me on insta"),
+        # an -s word after an adjective is a plural noun: "controversial views"
+        ("is a teacher allowed to have controversial views on his tiktok?", "my tutor views my stories every night"),
+        # "private" as a setting is not a secret
+        ("miss keeps her insta private, can she accept pupils?", "miss told me to keep it private"),
+    ],
+)
+def test_asking_about_an_act_is_not_reporting_it(question, report):
+    assert not assess(question).is_disclosure, (question, assess(question).matched)
+    assert assess(report).is_disclosure, report
+
+
+def _ordinary_training_questions() -> list[str]:
+    texts = []
+    for name in ("policy.yml", "chitchat.yml", "out_of_scope.yml"):
+        data = yaml.safe_load((PROJECT_ROOT / "data" / "nlu" / name).read_text(encoding="utf-8"))
+        for block in data["nlu"]:
+            if block.get("intent") and block["intent"] != "disclose":
+                texts += [ln[2:].strip() for ln in block["examples"].splitlines() if ln.startswith("- ")]
+    return texts
+
+
+def test_rules_flag_few_ordinary_training_questions():
+    """Precision guard on the training data (never the held-out sets): the rules may escalate an ordinary
+    question when in doubt ("a random person added me on snap what do i do"), but that must stay rare.
+    41 of ~4,800 are flagged today, nearly all borderline; the ceiling stops the vocabulary drifting wider."""
+    questions = _ordinary_training_questions()
+    assert len(questions) >= 4000
+    flagged = [(q, assess(q).matched) for q in questions if assess(q).is_disclosure]
+    assert len(flagged) <= 45, "\n".join(f"{q} {m}" for q, m in flagged)
+
+
 @pytest.mark.parametrize(
     "text",
     [

@@ -92,7 +92,9 @@ def score_topics(
         given_answer = _clause_ids(kb, q.school, predicted, q.audience, q.platform)
         right += predicted == q.topic
         asked[(q.topic, q.audience)] += 1
-        reached[(q.topic, q.audience)] += predicted == q.topic
+        # Reached = the person got the right cited answer: a neighbouring topic that cites exactly the same
+        # clauses for that school and audience answers them just as well (the same rule as grounding).
+        reached[(q.topic, q.audience)] += given_answer == expected_answer
         audience_total[q.audience] += 1
         audience_right[q.audience] += predicted == q.topic
         grounded += given_answer == expected_answer

@@ -56,6 +56,19 @@ def test_reachability_names_each_topic_and_audience_no_question_reached(kb):
     assert scores.by_audience == {"pupil": 0.5, "staff": 0.0}
 
 
+def test_a_neighbouring_topic_with_the_same_clauses_reaches_the_pair(kb):
+    """Reachability means the right cited answer: Scotts answers a parent's "may staff follow pupils?" and
+    "may pupils follow staff?" with the same clauses, so either topic reaches the pair; another topic does not."""
+    question = HeldOutQuestion("his PE teacher follows year 9 lads", "staff-befriend-pupils", "scotts", "parent")
+    same = kb.answer("scotts", "staff-befriend-pupils", "parent").clauses
+    assert [c.id for c in same] == [c.id for c in kb.answer("scotts", "pupils-befriend-staff", "parent").clauses]
+    neighbour = score_topics(kb, [question], lambda q: "pupils-befriend-staff")
+    assert neighbour.accuracy == 0.0
+    assert ("staff-befriend-pupils", "parent", 1) not in neighbour.unreachable
+    elsewhere = score_topics(kb, [question], lambda q: "report-post")
+    assert ("staff-befriend-pupils", "parent", 1) in elsewhere.unreachable
+
+
 def test_heldout_set_asks_every_topic_in_every_audience(kb, project_root):
     questions = load_questions(project_root / "tests" / "heldout" / "policy_questions.yml", kb)
     asked = {(q.topic, q.audience) for q in questions}

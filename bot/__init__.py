@@ -3,10 +3,10 @@ disclosures to the school's Designated Safeguarding Lead."""
 
 import os
 
-# TensorFlow's oneDNN kernels pick AVX2 or AVX-512 code at run time, and the two round floats differently:
-# the same data and seed then train a different model on a different CPU (held-out accuracy moved by over a
-# point between two machines). Eigen's kernels are built for one instruction set, so training is the same
-# everywhere. Set before anything imports TensorFlow; an explicit setting wins.
+# TensorFlow turns its oneDNN kernels on only on some CPUs (AVX-512 VNNI/BF16, AMX), and they round floats
+# differently from Eigen's, so the same data and seed could train a different model on a different CPU. Off
+# everywhere removes that one CPU-dependent path (on a CPU where it was already off, nothing changes). Set
+# before anything imports TensorFlow; an explicit setting wins.
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 __version__ = "0.1.0"

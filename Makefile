@@ -83,7 +83,7 @@ gate: train
 e2e: train
 	$(BIN)/python -m pytest -q -m e2e
 
-bench: train
+bench: nlp
 	$(BIN)/schoolguide bench
 
 lint: venv

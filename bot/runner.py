@@ -10,6 +10,7 @@ import argparse
 import hashlib
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -78,11 +79,27 @@ def ensure_model(settings: Settings, force: bool = False) -> Path:
     logger.info("training: %s", " ".join(cmd))
     subprocess.run(cmd, cwd=settings.home, check=True, env=rasa_env(settings))
     logger.info("trained %s in %.0f s", target.name, time.monotonic() - started)
-    # Old models only take space; the newest one matches the fingerprint.
+    _remove_old_models(target)
+    return target
+
+
+def install_model(trained: Path, target: Path) -> Path:
+    """Make ``trained`` (a model trained elsewhere from the same fingerprint, e.g. by `schoolguide bench`'s
+    timed run from scratch) the project's model at ``target``."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(target.name + ".partial")
+    shutil.copyfile(trained, partial)
+    partial.replace(target)  # atomic: a reader never sees half a model
+    _remove_old_models(target)
+    logger.info("installed %s as %s", trained.name, target.name)
+    return target
+
+
+def _remove_old_models(target: Path) -> None:
+    """Old models only take space; the newest one matches the fingerprint."""
     for old in target.parent.glob(f"{MODEL_PREFIX}*.tar.gz"):
         if old != target:
             old.unlink()
-    return target
 
 
 def _rasa() -> str:

@@ -58,10 +58,14 @@ def test_reachability_names_each_topic_and_audience_no_question_reached(kb):
 
 def test_a_neighbouring_topic_with_the_same_clauses_reaches_the_pair(kb):
     """Reachability means the right cited answer: Scotts answers a parent's "may staff follow pupils?" and
-    "may pupils follow staff?" with the same clauses, so either topic reaches the pair; another topic does not."""
-    question = HeldOutQuestion("his PE teacher follows year 9 lads", "staff-befriend-pupils", "scotts", "parent")
+    "may pupils follow staff?" with the same clauses, so either topic reaches the pair; another topic does
+    not."""
+    question = HeldOutQuestion(
+        "his PE teacher follows year 9 lads", "staff-befriend-pupils", "scotts", "parent"
+    )
     same = kb.answer("scotts", "staff-befriend-pupils", "parent").clauses
-    assert [c.id for c in same] == [c.id for c in kb.answer("scotts", "pupils-befriend-staff", "parent").clauses]
+    other = kb.answer("scotts", "pupils-befriend-staff", "parent").clauses
+    assert [c.id for c in same] == [c.id for c in other]
     neighbour = score_topics(kb, [question], lambda q: "pupils-befriend-staff")
     assert neighbour.accuracy == 0.0
     assert ("staff-befriend-pupils", "parent", 1) not in neighbour.unreachable

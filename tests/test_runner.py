@@ -6,7 +6,14 @@ from dataclasses import replace
 import pytest
 import yaml
 
-from bot.runner import model_path, server_commands, training_fingerprint, write_credentials, write_endpoints
+from bot.runner import (
+    install_model,
+    model_path,
+    server_commands,
+    training_fingerprint,
+    write_credentials,
+    write_endpoints,
+)
 from bot.settings import Settings
 
 
@@ -107,3 +114,22 @@ def test_credentials_come_from_the_settings_and_are_private(project_copy):
     channels = yaml.safe_load(path.read_text())
     assert "bot.channels.rest.ValidatingRestInput" in channels
     assert path.stat().st_mode & 0o077 == 0  # may hold secrets: readable by the owner only
+
+
+def test_a_model_trained_elsewhere_becomes_the_project_model(tmp_path):
+    """`schoolguide bench` on a fresh clone installs its timed from-scratch model (no second training)."""
+    models = tmp_path / "models"
+    models.mkdir()
+    old = models / "schoolguide-0000000000000000.tar.gz"
+    old.write_bytes(b"old model")
+    trained = tmp_path / "work" / "bench-ours.tar.gz"
+    trained.parent.mkdir()
+    trained.write_bytes(b"new model bytes")
+    target = models / "schoolguide-1111111111111111.tar.gz"
+
+    assert install_model(trained, target) == target
+
+    assert target.read_bytes() == b"new model bytes"
+    assert trained.exists()  # copied, so the bench's work dir still holds its own result
+    assert not old.exists()
+    assert sorted(p.name for p in models.iterdir()) == [target.name]

@@ -279,7 +279,14 @@ def render_markdown(results: dict, plot_name: str | None = "bench.png") -> str:
     if training:
         lines.append(
             f"Training from scratch ({training['what']}): {training['seconds']:.0f} s; model "
-            f"{training['size_mib']:.1f} MiB. Measured in this run, into a temporary directory."
+            f"{training['size_mib']:.1f} MiB. Measured in this run, into a temporary directory with an empty "
+            "Rasa cache."
+            + (
+                f" There was no model for this commit yet, so this run's model became the project's model "
+                f"(`models/{training['installed_as']}`) and is the one measured below."
+                if training.get("installed_as")
+                else ""
+            )
         )
     else:
         lines.append(

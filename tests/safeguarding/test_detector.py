@@ -187,7 +187,10 @@ def test_every_training_example_is_caught_by_the_rules_alone():
         # a word after "friend"/"his"/"a" is a noun, not an event: "friend requests"
         ("can staff accept friend requests from parents?", "my teacher requests to follow me on insta"),
         # an -s word after an adjective is a plural noun: "controversial views"
-        ("is a teacher allowed to have controversial views on his tiktok?", "my tutor views my stories every night"),
+        (
+            "is a teacher allowed to have controversial views on his tiktok?",
+            "my tutor views my stories every night",
+        ),
         # "private" as a setting is not a secret
         ("miss keeps her insta private, can she accept pupils?", "miss told me to keep it private"),
     ],

@@ -1,8 +1,8 @@
 """``schoolguide bench``: run the whole benchmark and write reports/bench.md and reports/bench.png.
 
-Full run (``make bench``, 45-90 min on 2 cores depending on the CPU, most of it training the stock `rasa init`
-pipeline, whose DIET is much slower than ours): training from scratch (on a fresh clone that run's model becomes
-the project's model, so nothing is trained twice), the stock-pipeline and BM25
+Full run (``make bench``, 45-90 min on 2 cores depending on the CPU, most of it training the stock `rasa
+init` pipeline, whose DIET is much slower than ours): training from scratch (on a fresh clone that run's model
+becomes the project's model, so nothing is trained twice), the stock-pipeline and BM25
 baselines, latency/throughput at 1, 8 and 32 conversations, a 2-minute soak with 50 conversations, school
 scaling (1, 5, 50), on SQLite and again on a fresh PostgreSQL database. ``--quick`` (a few minutes) runs short
 phases on SQLite only and trains nothing; its report says so and lists what it left out.

@@ -72,6 +72,28 @@ def training_progress(log_text: str) -> dict:
     }
 
 
+_BAR = re.compile(r"Epochs:\s+\d+%\|[^|]*\|\s*(\d+)/(\d+) \[(?:(\d+):)?(\d+):(\d+)<")
+
+
+def component_times(log_text: str) -> dict[str, dict]:
+    """Seconds and epochs of each component that trained with an epoch bar (DIET, ResponseSelector, TED),
+    from the last progress bar after Rasa's "Starting to train component" line."""
+    out: dict[str, dict] = {}
+    marks = list(_COMPONENT.finditer(log_text))
+    for mark, following in zip(marks, [*marks[1:], None], strict=True):
+        segment = log_text[mark.end() : following.start() if following else len(log_text)]
+        bars = _BAR.findall(segment)
+        if not bars:
+            continue
+        done, total, hours, minutes, seconds = bars[-1]
+        out[mark.group(1)] = {
+            "epochs_done": int(done),
+            "epochs_total": int(total),
+            "seconds": int(hours or 0) * 3600 + int(minutes) * 60 + int(seconds),
+        }
+    return out
+
+
 def train(settings: Settings, config: Path, out_dir: Path, name: str, nlu_only: bool = False,
           timeout: float | None = None) -> dict:  # fmt: skip
     """Train from scratch (an empty Rasa cache in ``out_dir``) and time it; returns seconds and model size.
@@ -114,7 +136,12 @@ def train(settings: Settings, config: Path, out_dir: Path, name: str, nlu_only: 
             }
     seconds = time.monotonic() - started
     model = out_dir / f"{name}.tar.gz"
-    return {"seconds": seconds, "model": str(model), "size_mib": model.stat().st_size / 1024 / 1024}
+    return {
+        "seconds": seconds,
+        "model": str(model),
+        "size_mib": model.stat().st_size / 1024 / 1024,
+        "components": component_times(log.read_text(errors="replace")),
+    }
 
 
 def write_stock_config(path: Path) -> Path:

@@ -63,7 +63,6 @@ _WORD = re.compile(r"[a-z0-9@$]+")
 _RUN = re.compile(r"([a-z])\1{2,}")
 _SPACES = re.compile(r"[ \t]+")
 # Word endings that mark an adjective ("political", "personal", "explicit", "horrible"): a noun follows.
-_ADJECTIVE_ENDINGS = ("al", "ic", "ous", "ive", "ful", "less", "able", "ible", "ish")
 # spaCy's tokenizer is slow on very long runs without spaces (emoji walls, base64): break them up.
 _LONG_RUN = re.compile(r"\S{40}(?=\S)")
 
@@ -134,6 +133,12 @@ class Grammar:
     subjects: frozenset[str]  # "he hit me" (past) vs "and put it on facebook" (bare)
     # a word right after these is a noun, not an event: "friend requests", "his messages", "a text"
     noun_markers: frozenset[str]
+    # "can the school post my photo": like ``subjects`` when only asked about (a modal before them)
+    askers: frozenset[str]
+    # skipped between the modal and the asker: "can THE school"
+    asker_determiners: frozenset[str]
+    # "political views": an -s word after a word with these endings is a plural noun, not an event
+    adjective_endings: frozenset[str]
 
 
 @dataclass(frozen=True)
@@ -174,11 +179,11 @@ def load_vocabulary(path: Path = VOCABULARY_PATH) -> Vocabulary:
     if len(set(names)) != len(names):
         raise VocabularyError("rule names must be unique")
     grammar_raw = raw.get("grammar", {})
+    missing = sorted(key for key in Grammar.__dataclass_fields__ if not grammar_raw.get(key))
+    if missing:
+        raise VocabularyError(f"grammar: missing or empty word lists {missing}")
     grammar = Grammar(
-        **{
-            key: frozenset(str(w).lower() for w in grammar_raw.get(key, ()))
-            for key in Grammar.__dataclass_fields__
-        }
+        **{key: frozenset(str(w).lower() for w in grammar_raw[key]) for key in Grammar.__dataclass_fields__}
     )
     return Vocabulary(
         max_chars=int(limits.get("max_chars", 6000)),
@@ -579,9 +584,9 @@ class Detector:
             return False
         # "should i put it on facebook", "can the school post my photo": a modal before the subject asks
         # about an act; it does not report one
-        if previous in g.subjects or previous in {"school", "staff", "teachers", "parents"}:
+        if previous in g.subjects or previous in g.askers:
             modal_at = before - 1
-            if modal_at >= floor and doc[modal_at].lower_ in {"the", "a", "my", "our", "your"}:
+            if modal_at >= floor and doc[modal_at].lower_ in g.asker_determiners:
                 modal_at -= 1
             if modal_at >= floor and doc[modal_at].lower_ in g.blockers:
                 return False
@@ -591,7 +596,7 @@ class Detector:
             return any(doc[i].lower_ in g.progressive_aux for i in range(max(floor, index - 3), index))
         if lower != lemma and lower.endswith("s"):
             # "political views", "personal messages": after an adjective an -s word is a plural noun
-            return not (len(previous) > 4 and previous.endswith(_ADJECTIVE_ENDINGS))
+            return not (len(previous) > 4 and any(previous.endswith(end) for end in g.adjective_endings))
         return lower in g.same_form_past and previous in g.subjects
 
     def _sentences(self, doc: Doc, cues: dict[str, list[tuple[int, int]]]) -> list[_Sentence]:

@@ -263,3 +263,61 @@ def test_full_run_without_training_says_what_it_left_out():
     assert "PARTIAL RUN" in text and "QUICK RUN" not in text
     assert "training time from scratch" in text and "stock `rasa init` pipeline baseline" in text
     assert "the PostgreSQL repeat" not in text.split("PARTIAL RUN")[1].split("\n")[0]
+
+
+def test_component_times_read_each_components_last_bar():
+    from bot.bench.training import component_times
+
+    log = (
+        "Starting to train component 'CountVectorsFeaturizer'.\n"
+        "Starting to train component 'DIETClassifier'.\n"
+        "Epochs:  98%|█████████▊| 59/60 [06:02<00:06,  6.12s/it, t_loss=1.1]\r"
+        "Epochs: 100%|██████████| 60/60 [06:08<00:00,  6.14s/it, t_loss=1.0, i_acc=0.999]\n"
+        "Starting to train component 'ResponseSelector'.\n"
+        "Epochs: 100%|██████████| 20/20 [00:41<00:00,  2.05s/it]\n"
+        "Starting to train component 'TEDPolicy'.\n"
+        "Epochs: 100%|██████████| 100/100 [1:02:03<00:00,  1.23it/s]\n"
+    )
+    assert component_times(log) == {
+        "DIETClassifier": {"epochs_done": 60, "epochs_total": 60, "seconds": 368},
+        "ResponseSelector": {"epochs_done": 20, "epochs_total": 20, "seconds": 41},
+        "TEDPolicy": {"epochs_done": 100, "epochs_total": 100, "seconds": 3723},
+    }
+
+
+def test_a_missed_training_target_says_where_the_time_went():
+    training = {
+        "seconds": 600,
+        "size_mib": 40,
+        "what": "rasa train",
+        "load_average_after": [1.9, 1.5, 1.0],
+        "components": {
+            "DIETClassifier": {"epochs_done": 60, "epochs_total": 60, "seconds": 360},
+            "TEDPolicy": {"epochs_done": 100, "epochs_total": 100, "seconds": 120},
+        },
+    }
+    rows = {r["target"]: r for r in report.evaluate_targets(_results(profile="full", training=training))}
+    why = rows["training from scratch under 5 minutes"]["why"]
+    assert "DIETClassifier 360 s (60 epochs, 6.0 s each)" in why
+    assert why.index("DIETClassifier") < why.index("TEDPolicy")
+    assert "everything else (spaCy, featurizers, rules, packing the model) 120 s" in why
+    fast = report.evaluate_targets(_results(profile="full", training=training | {"seconds": 200}))
+    assert [r["why"] for r in fast if r["target"].startswith("training")] == [None]
+
+
+def test_report_gives_ratios_against_each_baseline():
+    results = _results(profile="full", training={"seconds": 600, "size_mib": 40, "what": "rasa train"})
+    results["nlu"]["stock"] = {
+        "accuracy": 0.5,
+        "grounding": 0.62,
+        "questions": 10,
+        "parse_ms": _phase(1, 40)["latency_ms"],
+        "training_seconds": 1200,
+        "size_mib": 30.0,
+    }
+    text = report.render_markdown(results, plot_name=None)
+    assert "- vs stock `rasa init` config: topic accuracy 1.90x (95.0% vs 50.0%), grounding 1.50x" in text
+    assert "parse p50 0.50x, training time 0.50x" in text
+    assert "- vs BM25: topic accuracy 1.90x (95.0% vs 50.0%), grounding 2.33x, parse p50 20.00x" in text
+    results["nlu"]["stock"] = {"timed_out": True, "seconds": 3600, "limit_seconds": 3600}
+    assert "- vs stock `rasa init` config: not measured in this run" in report.render_markdown(results)

@@ -126,20 +126,33 @@ def test_vocabulary_is_the_source_of_truth(tmp_path):
     ],
 )
 def test_malformed_rules_are_rejected(tmp_path, bad_rule):
-    path = tmp_path / "vocabulary.yml"
-    path.write_text(yaml.safe_dump({"rules": [bad_rule]}), encoding="utf-8")
-    with pytest.raises(VocabularyError):
+    path = _vocabulary_with(tmp_path, rules=[bad_rule])
+    with pytest.raises(VocabularyError, match="x|rule"):
         load_vocabulary(path)
 
 
 def test_unknown_class_in_a_pattern_is_rejected(tmp_path):
+    path = _vocabulary_with(tmp_path, rules=[{"name": "x", "category": "other", "patterns": ["@NOPE me"]}])
+    vocabulary = load_vocabulary(path)  # the file itself is well formed
+    with pytest.raises(VocabularyError, match="NOPE"):
+        Detector(blank_pipeline(), vocabulary)
+
+
+@pytest.mark.parametrize("key", ["askers", "asker_determiners", "adjective_endings", "subjects"])
+def test_every_grammar_word_list_is_required(tmp_path, key):
+    """The grammar's word lists live in vocabulary.yml; a missing one is an error, not a silent empty set."""
+    grammar = yaml.safe_load(detector_module.VOCABULARY_PATH.read_text(encoding="utf-8"))["grammar"]
+    del grammar[key]
+    with pytest.raises(VocabularyError, match=key):
+        load_vocabulary(_vocabulary_with(tmp_path, grammar=grammar))
+
+
+def _vocabulary_with(tmp_path: Path, **replace) -> Path:
+    """A copy of the real vocabulary.yml with some top-level sections replaced."""
+    raw = yaml.safe_load(detector_module.VOCABULARY_PATH.read_text(encoding="utf-8")) | replace
     path = tmp_path / "vocabulary.yml"
-    path.write_text(
-        yaml.safe_dump({"rules": [{"name": "x", "category": "other", "patterns": ["@NOPE me"]}]}),
-        encoding="utf-8",
-    )
-    with pytest.raises(VocabularyError):
-        Detector(blank_pipeline(), load_vocabulary(path))
+    path.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    return path
 
 
 # --- detection ----------------------------------------------------------------------------------------------

@@ -53,7 +53,7 @@ run: venv
 # Talk to the assistant in the terminal (starts the action server in the background).
 shell: train
 	@$(BIN)/schoolguide endpoints >/dev/null
-	@$(BIN)/python -m rasa_sdk --actions actions --port 5055 >var/action-server.log 2>&1 & pid=$$!; \
+	@$(BIN)/python -m bot.action_server --actions actions --port 5055 >var/action-server.log 2>&1 & pid=$$!; \
 	  trap "kill $$pid" EXIT; \
 	  $(BIN)/rasa shell --model "$$($(BIN)/schoolguide model-path)" --endpoints var/endpoints.yml
 

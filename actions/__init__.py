@@ -1,4 +1,5 @@
-"""SchoolGuide's custom actions, loaded by the Rasa action server (``python -m rasa_sdk --actions actions``).
+"""SchoolGuide's custom actions, loaded by the Rasa action server (``python -m bot.action_server --actions
+actions``: Rasa SDK's own server, without TensorFlow).
 
 Each area keeps its actions in its own module; import it here so the action server registers them.
 """

@@ -165,7 +165,7 @@ def server_commands(settings: Settings, model: Path) -> dict[str, list[str]]:
     channels = write_credentials(settings)
     cors = [arg for origin in settings.cors_origins for arg in ("--cors", origin)]
     return {
-        "action server": [sys.executable, "-m", "rasa_sdk", "--actions", "actions",
+        "action server": [sys.executable, "-m", "bot.action_server", "--actions", "actions",
                           "--port", str(settings.action_port)],
         # Rasa's own CLI, started through bot.rasa_server for its speed fixes (same behaviour).
         "rasa server": [sys.executable, "-m", "bot.rasa_server", "run", "--model", str(model),

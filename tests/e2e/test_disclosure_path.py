@@ -102,7 +102,7 @@ def test_action_server_down_pupil_still_gets_a_safe_reply_and_the_record_arrives
 
         # The action server comes back; its worker reconciles the disclosure from the tracker store.
         action = subprocess.Popen(
-            [sys.executable, "-m", "rasa_sdk", "--actions", "actions", "--port", str(action_port)],
+            [sys.executable, "-m", "bot.action_server", "--actions", "actions", "--port", str(action_port)],
             cwd=project_root, env=env, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
         records = e2e.wait_for(lambda: [d for d in disclosures(env) if d["sender_id"] == "e2e-outage"], 120)

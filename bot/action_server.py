@@ -6,13 +6,21 @@ that cost ~450 MiB of resident memory and ~4 s of start-up for nothing (reports/
 in ``sys.modules`` before anything imports spaCy makes thinc's ``import tensorflow`` fail, which thinc treats
 as "not installed". The Rasa server, which does use TensorFlow, is not started through here.
 
+It also loads the safeguarding detector and the clause base before it serves. Loaded on first use, they held
+up the first disclosure after a start by up to 10 s, and every other conversation with it: the actions run on
+one event loop (reports/bench.md, the warm-up and c1 maxima).
+
 Usage (as ``schoolguide run`` starts it): ``python -m bot.action_server --actions actions --port 5055``.
 """
 
 from __future__ import annotations
 
+import logging
 import runpy
 import sys
+import time
+
+logger = logging.getLogger("bot.action_server")  # not "__main__" under python -m
 
 # Frameworks the actions never use; thinc imports them only if they can be imported.
 NOT_IN_ACTION_SERVER = ("tensorflow", "jax", "torch")
@@ -30,8 +38,34 @@ def block_unused_frameworks() -> list[str]:
     return blocked
 
 
+def warm_up() -> bool:
+    """Load the detector (spaCy pipeline, vocabulary) and the clause base now; True when both loaded.
+
+    A failure is logged and serving goes on: the actions load them again on first use, and a disclosure is
+    recorded even without the detector (actions/safeguarding.py)."""
+    started = time.monotonic()
+    try:
+        from bot.knowledge import get_knowledge
+        from bot.safeguarding.detector import assess
+
+        assess("warm up")
+        get_knowledge()
+    except Exception:
+        logger.exception("could not preload the safeguarding detector or clause base; loading on first use")
+        return False
+    logger.info("detector and clause base loaded in %.1f s", time.monotonic() - started)
+    return True
+
+
 def main() -> None:
     block_unused_frameworks()
+    # Rasa SDK sets up the root logger once it starts; until then this module logs on its own.
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-8s %(name)s  - %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    warm_up()
     sys.argv[0] = "rasa_sdk"
     runpy.run_module("rasa_sdk", run_name="__main__", alter_sys=True)
 

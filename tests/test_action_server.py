@@ -26,14 +26,22 @@ TEXTS = [
 
 CHILD = """
 import dataclasses, json, sys
-from bot.action_server import block_unused_frameworks
+from bot.action_server import block_unused_frameworks, warm_up
 blocked = block_unused_frameworks()
 import actions  # everything the action server loads
+from bot.knowledge.loader import get_knowledge as cached_knowledge
+from bot.safeguarding.detector import get_detector
+cold = (get_detector.cache_info().currsize, cached_knowledge.cache_info().currsize)
+warmed = warm_up()
+warm = (get_detector.cache_info().currsize, cached_knowledge.cache_info().currsize)
 from bot.safeguarding.detector import assess
 from bot.knowledge import get_knowledge
 answer = get_knowledge().answer("lunsford", "report-post", "parent")
 print(json.dumps({
     "blocked": blocked,
+    "cold": cold,
+    "warmed": warmed,
+    "warm": warm,
     "loaded": [m for m in ("tensorflow", "jax", "torch") if sys.modules.get(m) is not None],
     "assessments": [dataclasses.asdict(assess(t)) for t in TEXTS],
     "clauses": [c.id for c in answer.clauses],
@@ -58,6 +66,8 @@ def test_action_server_imports_no_ml_framework_and_detects_the_same(tmp_path):
     out = json.loads(result.stdout.strip().splitlines()[-1])
     assert "tensorflow" in out["blocked"]
     assert out["loaded"] == []
+    # loaded before serving, not by the first disclosure
+    assert out["cold"] == [0, 0] and out["warmed"] is True and out["warm"] == [1, 1]
     assert out["assessments"] == [_plain(assess(t)) for t in TEXTS]
     assert out["assessments"][0]["is_disclosure"] and not out["assessments"][3]["is_disclosure"]
     expected = get_knowledge().answer("lunsford", "report-post", "parent").clauses

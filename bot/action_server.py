@@ -2,7 +2,7 @@
 
 The actions never use TensorFlow, JAX or PyTorch, but ``import spacy`` pulls them in: thinc (spaCy's ML layer)
 imports whichever of them is installed to offer its shims, and Rasa installs TensorFlow. In the action server
-that cost ~450 MiB of resident memory and ~4 s of start-up for nothing (reports/bench.md). Marking them absent
+that cost ~400 MiB of resident memory and ~4 s of start-up for nothing (reports/bench.md). Marking them absent
 in ``sys.modules`` before anything imports spaCy makes thinc's ``import tensorflow`` fail, which thinc treats
 as "not installed". The Rasa server, which does use TensorFlow, is not started through here.
 

@@ -53,6 +53,7 @@ from bot.safeguarding.handoff_texts import (
     handoff_text,
     offers_contact,
 )
+from bot.safeguarding.redaction import CONTACT, DISCLOSURE, mark_committed
 from bot.safeguarding.service import NoteResult, RecordResult, attach_contact_details, record_disclosure
 from bot.settings import Settings, get_settings
 
@@ -241,7 +242,9 @@ class ActionLogDisclosure(Action):
             result = _emergency_spool(self._settings, tracker)
         if result is not None and result.stored != "log":
             _wake_worker()
-            return [SlotSet(REFERENCE_SLOT, result.reference)]
+            return [
+                _committed(SlotSet(REFERENCE_SLOT, result.reference), tracker, result.reference, DISCLOSURE)
+            ]
         return [SlotSet(REFERENCE_SLOT, None)]
 
 
@@ -635,6 +638,7 @@ class ActionSaveContactDetails(Action):
             dispatcher.utter_message(text=contact_thanks(audience, saved=saved))
             if saved:
                 followup = [SlotSet(FOLLOWUP_SLOT, True)]
+                events[0] = _committed_contact(events[0], tracker, kept)
             return events + kept + followup
         except Exception:
             logger.exception("Handling contact details after a disclosure failed unexpectedly")
@@ -728,7 +732,11 @@ class ActionSaveContactDetails(Action):
         follow_up = handoff_text(audience, reference)
         if follow_up:
             dispatcher.utter_message(text=follow_up)
-        return [SlotSet(REFERENCE_SLOT, reference)] if reference else []
+        return (
+            [_committed(SlotSet(REFERENCE_SLOT, reference), tracker, reference, DISCLOSURE)]
+            if reference
+            else []
+        )
 
 
 class ActionExtractContactMore(Action):
@@ -809,6 +817,8 @@ class ActionSaveMoreContactDetails(ActionSaveContactDetails):
                 return events + await self._second_disclosure(dispatcher, tracker, settings, audience, text)
             saved, kept = await self._keep(settings, tracker, text)
             dispatcher.utter_message(text=contact_more_thanks(audience, saved=saved))
+            if saved:
+                events[0] = _committed_contact(events[0], tracker, kept)
             return events + kept
         except Exception:
             logger.exception("Handling more contact details after a disclosure failed unexpectedly")
@@ -821,6 +831,30 @@ def _fields_message_id(events: list[Any], index: int | None) -> str | None:
         return None
     event = events[index]
     return event.get("message_id") or (f"event-ts:{event['timestamp']}" if event.get("timestamp") else None)
+
+
+# --- commit markers (bot/safeguarding/redaction.py) ---------------------------------------------------------
+# Returned only after a confirmed commit (database or spool): the tracker store then keeps the reference
+# instead of the words. Without a marker the words stay there for the reconciler.
+
+
+def _committed(event: dict[str, Any], tracker: Tracker, reference: str, kind: str) -> dict[str, Any]:
+    try:
+        events = _events(tracker)
+        message_id = _latest(tracker).get("message_id") or _fields_message_id(
+            events, _latest_user_index(events, None)
+        )
+        return mark_committed(event, message_id=message_id, reference=reference, kind=kind)
+    except Exception:
+        logger.exception("Could not mark the message as committed; the tracker store keeps its words")
+        return event
+
+
+def _committed_contact(event: dict[str, Any], tracker: Tracker, kept: list[dict[str, Any]]) -> dict[str, Any]:
+    """``event`` marking the latest message as contact details kept with the disclosure in ``kept`` (or the
+    one the conversation already has)."""
+    reference = kept[0].get("value") if kept else _reference(tracker)
+    return _committed(event, tracker, reference, CONTACT) if reference else event
 
 
 def maybe_start_worker(settings: Settings | None = None) -> bool:

@@ -10,15 +10,24 @@ It also loads the safeguarding detector and the clause base before it serves. Lo
 up the first disclosure after a start by up to 10 s, and every other conversation with it: the actions run on
 one event loop (reports/bench.md, the warm-up and c1 maxima).
 
-Usage (as ``schoolguide run`` starts it): ``python -m bot.action_server --actions actions --port 5055``.
+It listens on ``SCHOOLGUIDE_BIND_HOST`` (default 127.0.0.1; ``--interface`` overrides it) rather than Rasa
+SDK's 0.0.0.0, and answers only requests carrying the shared secret (bot/action_auth.py), attached through
+Rasa SDK's own plugin hook for Sanic extensions.
+
+Usage (as ``schoolguide run`` starts it):
+``python -m bot.action_server --interface 127.0.0.1 --actions actions --port 5055``.
 """
 
 from __future__ import annotations
 
+import argparse
 import logging
+import os
 import runpy
 import sys
 import time
+
+from bot.logging_filters import install_log_redaction
 
 logger = logging.getLogger("bot.action_server")  # not "__main__" under python -m
 
@@ -57,16 +66,52 @@ def warm_up() -> bool:
     return True
 
 
+def install_secret_check(secret: str) -> None:
+    """Register the secret check as a Rasa SDK plugin: its ``attach_sanic_app_extensions`` hook is called on
+    the app Rasa SDK is about to serve (rasa_sdk/endpoint.py run())."""
+    import pluggy
+    from rasa_sdk.plugin import plugin_manager
+
+    from bot.action_auth import require_secret
+
+    hookimpl = pluggy.HookimplMarker("rasa_sdk")
+
+    class SecretPlugin:
+        @hookimpl
+        def attach_sanic_app_extensions(self, app) -> None:
+            require_secret(app, secret)
+
+    plugin_manager().register(SecretPlugin(), name="schoolguide-action-secret")
+
+
+def parse_interface(argv: list[str]) -> tuple[str | None, list[str]]:
+    """Take ``-i/--interface HOST`` out of ``argv`` (Rasa SDK's own parser does not know it)."""
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    parser.add_argument("-i", "--interface")
+    known, rest = parser.parse_known_args(argv)
+    return known.interface, rest
+
+
 def main() -> None:
     block_unused_frameworks()
+    install_log_redaction("actions")  # no message text in any log (bot/logging_filters.py)
     # Rasa SDK sets up the root logger once it starts; until then this module logs on its own.
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-8s %(name)s  - %(message)s"))
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     logger.propagate = False
+
+    from bot.action_auth import load_action_secret
+    from bot.settings import get_settings
+
+    settings = get_settings()
+    interface, rest = parse_interface(sys.argv[1:])
+    # Rasa SDK's run() reads the host from SANIC_HOST and binds 0.0.0.0 without it.
+    os.environ["SANIC_HOST"] = interface or settings.bind_host
+    install_secret_check(load_action_secret(settings))
     warm_up()
-    sys.argv[0] = "rasa_sdk"
+    sys.argv = ["rasa_sdk", *rest]
     runpy.run_module("rasa_sdk", run_name="__main__", alter_sys=True)
 
 

@@ -18,7 +18,9 @@ COMMAND_MODULES = (
     "bot.safeguarding.cli",
     "bot.runner",
     "bot.evaluation",
+    "bot.spread",
     "bot.bench.cli",
+    "bot.doctor",
 )
 
 

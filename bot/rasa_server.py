@@ -12,13 +12,28 @@ tests/test_rasa_server.py proving the behaviour is unchanged. ``schoolguide run`
   object, and for every event Rasa walks the whole ``Event`` class tree (~30 recursive calls) to find the
   class for its type name: ~15 ms per message, growing with the conversation. The fix remembers the class
   found for each type name (the first match, as before); unknown names still take Rasa's own path.
+
+It also installs the safety net (``apply_safety_net``), which is not a speed fix: ``Agent.handle_message``
+cleans every message before NLU (lone surrogates, control characters, metadata nested too deep; see
+``bot.untrusted``) and, when handling still raises, hands the message to the failure path
+instead of letting Rasa's channel log it and answer ``[]``: a possible disclosure gets an encrypted record
+and the safe reply, anything else an apology. A disclosure that arrives before the model has loaded is
+recorded and answered too; other messages then keep Rasa's empty answer, which start-up probes wait on.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import sys
+import traceback
+from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
+
+from bot.logging_filters import install_log_redaction
+
+logger = logging.getLogger(__name__)
 
 
 @lru_cache(maxsize=1)
@@ -77,8 +92,131 @@ def apply_speedups() -> None:
         Event.resolve_by_type = staticmethod(_resolve_by_type)
 
 
+# --- the safety net: no message ends in silence -------------------------------------------------------------
+
+_ORIGINAL_HANDLE_MESSAGE: Any = None
+# Bounds on the failure path's own look-ups, so a hung database cannot hold the reply back for long.
+_LOOKUP_TIMEOUT_SECONDS = 10
+
+
+def _clean_message(message: Any) -> None:
+    from bot.untrusted import bounded_metadata, clean_text
+
+    message.text = clean_text(message.text)
+    if message.metadata is not None:
+        message.metadata = bounded_metadata(message.metadata)
+
+
+async def _handle_message_safely(self: Any, message: Any) -> Any:
+    """``Agent.handle_message`` on cleaned input; a failure goes to the failure path, never to ``[]``."""
+    try:
+        _clean_message(message)
+    except Exception:  # pragma: no cover - cleaning is total; if it ever is not, handle the message as sent
+        logger.exception("could not clean a message before NLU")
+    try:
+        result = await _ORIGINAL_HANDLE_MESSAGE(self, message)
+    except Exception as exc:  # CancelledError is not an Exception: a cancelled request stays cancelled
+        logger.error(
+            "handling a message of conversation %r failed (%s); using the failure path\n%s",
+            message.sender_id,
+            type(exc).__name__,
+            # Frames only: an exception's message can quote the words, which never go in a log.
+            "".join(traceback.format_tb(exc.__traceback__)),
+        )
+        return await _recover(self, message, only_disclosures=False)
+    if result is None and not self.is_ready():
+        return await _recover(self, message, only_disclosures=True)
+    return result
+
+
+async def _classifier_says_disclose(agent: Any, message: Any) -> bool:
+    """The trained layer's opinion, on the text alone (the metadata may be what broke the first parse)."""
+    from rasa.core.channels.channel import UserMessage
+
+    from bot.safeguarding.detector import DISCLOSE_INTENT
+
+    if not agent.is_ready() or not isinstance(message.text, str):
+        return False
+    try:
+        probe = UserMessage(message.text, sender_id=message.sender_id)
+        parsed = await asyncio.wait_for(agent.processor.parse_message(probe), _LOOKUP_TIMEOUT_SECONDS)
+        return (parsed.get("intent") or {}).get("name") == DISCLOSE_INTENT
+    except Exception:
+        return False
+
+
+async def _slots(agent: Any, sender_id: str) -> Mapping[str, Any] | None:
+    """The conversation's slots (school, audience), if its tracker can still be read."""
+    try:
+        tracker = await asyncio.wait_for(agent.tracker_store.retrieve(sender_id), _LOOKUP_TIMEOUT_SECONDS)
+        return tracker.current_slot_values() if tracker is not None else None
+    except Exception:
+        return None
+
+
+async def _recover(agent: Any, message: Any, *, only_disclosures: bool) -> Any:
+    """Record a possible disclosure and send its safe reply (or an apology) through the message's channel."""
+    from rasa.core.channels.channel import CollectingOutputChannel
+
+    from bot.safeguarding import failsafe
+    from bot.settings import get_settings
+
+    output = message.output_channel
+    try:
+        verdict = await asyncio.to_thread(failsafe.assess_failed_message, message.text)
+        if not verdict.may_disclose and await _classifier_says_disclose(agent, message):
+            verdict = failsafe.BY_CLASSIFIER
+        if only_disclosures and not verdict.may_disclose:
+            return None
+        slots = await _slots(agent, message.sender_id) if agent.tracker_store is not None else None
+        school, audience = failsafe.conversation_context(slots, message.metadata)
+        channel = message.input_channel or (output.name() if output is not None else None)
+        replies = await asyncio.to_thread(
+            failsafe.recover,
+            get_settings(),
+            verdict,
+            text=message.text,
+            sender_id=message.sender_id,
+            channel=channel,
+            message_id=message.message_id,
+            school=school,
+            audience=audience,
+        )
+    except Exception as exc:
+        # Nothing decided and nothing stored: recall first, so the reply that is safe for anyone.
+        logger.critical(
+            "the failure path itself failed for conversation %r (%s); sending the safe reply unrecorded\n%s",
+            message.sender_id,
+            type(exc).__name__,
+            "".join(traceback.format_tb(exc.__traceback__)),
+        )
+        replies = [failsafe.safe_reply(None)]
+    collected = isinstance(output, CollectingOutputChannel)
+    if collected and failsafe.safe_reply_sent(m.get("text") for m in output.messages):
+        # The normal path got as far as the safe reply: do not repeat it.
+        replies = [text for text in replies if text not in failsafe.safe_reply_texts()]
+    for text in replies:
+        try:
+            await output.send_text_message(message.sender_id, text)
+        except Exception:
+            logger.error("could not send the failure path's reply to %r", message.sender_id, exc_info=True)
+    return output.messages if collected else None
+
+
+def apply_safety_net() -> None:
+    """Wrap ``Agent.handle_message`` (idempotent)."""
+    global _ORIGINAL_HANDLE_MESSAGE
+    from rasa.core.agent import Agent
+
+    if Agent.handle_message is not _handle_message_safely:
+        _ORIGINAL_HANDLE_MESSAGE = Agent.handle_message
+        Agent.handle_message = _handle_message_safely
+
+
 def main(argv: list[str] | None = None) -> None:
+    install_log_redaction("rasa")  # no message text in any log (bot/logging_filters.py)
     apply_speedups()
+    apply_safety_net()
     from rasa.__main__ import main as rasa_main
 
     sys.argv = ["rasa", *(sys.argv[1:] if argv is None else argv)]

@@ -20,11 +20,14 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from bot.action_auth import auth_headers, load_action_secret
 from bot.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
 MODEL_PREFIX = "schoolguide-"
 TRAINING_INPUTS = ("config.yml", "domain.yml", "data")
+# Rasa's SQL tracker store, redacting disclosures once they are committed (bot/safeguarding/redaction.py).
+TRACKER_STORE_TYPE = "bot.safeguarding.tracker_store.RedactingTrackerStore"
 
 
 def training_fingerprint(settings: Settings) -> str:
@@ -119,14 +122,17 @@ def rasa_env(settings: Settings) -> dict[str, str]:
 
 def write_endpoints(settings: Settings) -> Path:
     """Write the endpoints Rasa uses (action server, tracker store) from the settings into var/."""
+    from bot.safeguarding.file_modes import private_dir
+
     url = urlsplit(settings.tracker_database_url)
     dialect = url.scheme.split("+")[0]
+    private_dir(settings.var_dir)
     if dialect == "sqlite":
-        tracker = {"type": "SQL", "dialect": "sqlite", "db": url.path.removeprefix("/")}
-        Path(tracker["db"]).parent.mkdir(parents=True, exist_ok=True)
+        tracker = {"type": TRACKER_STORE_TYPE, "dialect": "sqlite", "db": url.path.removeprefix("/")}
+        private_dir(Path(tracker["db"]).parent)  # the store itself creates the file 0600
     else:
         tracker = {
-            "type": "SQL",
+            "type": TRACKER_STORE_TYPE,
             "dialect": dialect,
             "url": url.hostname,
             "port": url.port or 5432,
@@ -135,14 +141,29 @@ def write_endpoints(settings: Settings) -> Path:
             "password": url.password,
         }
     endpoints = {
-        "action_endpoint": {"url": f"http://127.0.0.1:{settings.action_port}/webhook"},
+        "action_endpoint": {
+            "url": f"http://{_client_host(settings.bind_host)}:{settings.action_port}/webhook",
+            # Rasa sends these headers with every action call; the action server refuses calls without them.
+            "headers": auth_headers(load_action_secret(settings)),
+        },
         "tracker_store": {k: v for k, v in tracker.items() if v is not None},
     }
     path = settings.var_dir / "endpoints.yml"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("# Written by `schoolguide run` from the settings; edit the settings, not this file.\n"
-                    + yaml.safe_dump(endpoints, sort_keys=False))  # fmt: skip
+    # Created private (it holds the action server secret and maybe a database password), never world-readable.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write("# Written by `schoolguide run` from the settings; edit the settings, not this file.\n"
+                     + yaml.safe_dump(endpoints, sort_keys=False))  # fmt: skip
+    path.chmod(0o600)  # a file from an older release keeps its mode through O_TRUNC
     return path
+
+
+def _client_host(bind_host: str) -> str:
+    """Where a local client reaches a server bound to ``bind_host``: loopback when it listens everywhere."""
+    if bind_host in {"0.0.0.0", "::", ""}:
+        return "127.0.0.1"
+    return f"[{bind_host}]" if ":" in bind_host else bind_host
 
 
 def write_credentials(settings: Settings) -> Path:
@@ -166,16 +187,19 @@ def server_commands(settings: Settings, model: Path) -> dict[str, list[str]]:
     cors = [arg for origin in settings.cors_origins for arg in ("--cors", origin)]
     return {
         "action server": [sys.executable, "-m", "bot.action_server", "--actions", "actions",
-                          "--port", str(settings.action_port)],
+                          "--interface", settings.bind_host, "--port", str(settings.action_port)],
         # Rasa's own CLI, started through bot.rasa_server for its speed fixes (same behaviour).
         "rasa server": [sys.executable, "-m", "bot.rasa_server", "run", "--model", str(model),
-                        "--port", str(settings.rasa_port),
+                        "--interface", settings.bind_host, "--port", str(settings.rasa_port),
                         "--endpoints", str(endpoints), "--credentials", str(channels), *cors],
     }  # fmt: skip
 
 
 def run_servers(settings: Settings, model: Path) -> int:
     """Run both servers in the foreground; Ctrl-C (or either one dying) stops both."""
+    from bot.doctor import log_findings  # what is missing for a real deployment, logged at every start
+
+    log_findings(settings)
     procs: dict[str, subprocess.Popen] = {}
     for name, cmd in server_commands(settings, model).items():
         logger.info("starting %s: %s", name, " ".join(cmd))

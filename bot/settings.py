@@ -93,6 +93,18 @@ class Settings:
     # Where the pupil widget's "Leave quickly" button goes: a neutral site.
     pupil_leave_url: str = "https://www.bbc.co.uk/weather"
     cors_origins: tuple[str, ...] = field(default=("*",))
+    # Web channels (REST, website, pupil): who may talk, and how fast.
+    rest_token: str | None = None
+    widget_secret: str | None = None
+    rate_limit_per_sender: int = 20
+    rate_limit_per_ip: int = 120
+    # Network: the interface both servers listen on, and the secret the Rasa server sends the
+    # action server (None: generated into var/, see bot/action_auth.py).
+    bind_host: str = "127.0.0.1"
+    action_server_secret: str | None = None
+    # Privacy: days Rasa's tracker store keeps a conversation (0: for ever); disclosure records are kept
+    # (schools set their own retention for those).
+    retention_days: int = 30
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -146,7 +158,25 @@ class Settings:
             teams_token_url=_env("TEAMS_TOKEN_URL"),
             pupil_leave_url=_env("PUPIL_LEAVE_URL", "https://www.bbc.co.uk/weather"),
             cors_origins=_list("CORS_ORIGINS") or ("*",),
+            # Web channels. Without REST_TOKEN the REST channel is open only while the server binds to
+            # loopback; without WIDGET_SECRET a key for signing widget conversation ids is generated in var/.
+            rest_token=_env("REST_TOKEN"),
+            widget_secret=_env("WIDGET_SECRET"),
+            rate_limit_per_sender=_int("RATE_LIMIT_PER_SENDER", 20),
+            rate_limit_per_ip=_int("RATE_LIMIT_PER_IP", 120),
+            # Network: loopback unless a deployment says otherwise (a reverse proxy in front, see README).
+            bind_host=_env("BIND_HOST", "127.0.0.1"),
+            action_server_secret=_env("ACTION_SERVER_SECRET"),
+            # Privacy: the worker deletes tracker-store conversations older than this (0 keeps them).
+            retention_days=_retention_days(),
         )
+
+
+def _retention_days() -> int:
+    days = _int("RETENTION_DAYS", 30)
+    if days < 0:
+        raise ValueError(f"SCHOOLGUIDE_RETENTION_DAYS must be 0 (keep) or a number of days, got {days}")
+    return days
 
 
 @lru_cache(maxsize=1)

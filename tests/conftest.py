@@ -151,6 +151,7 @@ def start_stack(project_root: Path, var_dir: Path, extra_env: dict | None = None
     """Run `schoolguide run` on free ports with its own var/ dir; returns (Stack, process)."""
     rasa_port, action_port = free_port(), free_port()
     env = dict(os.environ)
+    env.pop("SCHOOLGUIDE_BIND_HOST", None)  # the default (loopback) is what the tests check
     env.update(
         {
             "SCHOOLGUIDE_RASA_PORT": str(rasa_port),

@@ -74,8 +74,19 @@ def test_action_server_imports_no_ml_framework_and_detects_the_same(tmp_path):
     assert out["clauses"] == [c.id for c in expected] and out["clauses"]
 
 
-def test_schoolguide_run_starts_the_action_server_without_tensorflow(tmp_path):
-    from bot.settings import get_settings
-
-    command = server_commands(get_settings(), tmp_path / "m.tar.gz")["action server"]
+def test_schoolguide_run_starts_the_action_server_without_tensorflow(tmp_path, fresh_settings):
+    # fresh_settings: server_commands writes endpoints.yml and the secret into its var/, not the project's
+    command = server_commands(fresh_settings, tmp_path / "m.tar.gz")["action server"]
     assert command[1:4] == ["-m", "bot.action_server", "--actions"]
+
+
+def test_the_interface_is_ours_and_the_rest_is_rasa_sdks():
+    from rasa_sdk.endpoint import create_argument_parser
+
+    from bot.action_server import parse_interface
+
+    interface, rest = parse_interface(["--actions", "actions", "--interface", "10.0.0.2", "--port", "5055"])
+    assert interface == "10.0.0.2"
+    assert rest == ["--actions", "actions", "--port", "5055"]
+    assert create_argument_parser().parse_args(rest).port == 5055  # what is left is valid for Rasa SDK
+    assert parse_interface(["--port", "5055"]) == (None, ["--port", "5055"])

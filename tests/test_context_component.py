@@ -59,3 +59,12 @@ def test_process_keeps_other_entities_and_replaces_its_own():
 def test_process_never_raises_on_odd_messages():
     odd = [Message(data={TEXT: ""}), Message(data={TEXT: "x", "metadata": object()}), Message(data={})]
     assert ConversationContext().process(odd) == odd
+
+
+def test_metadata_nested_thousands_deep_is_read_without_overflowing():
+    deep: dict = {}
+    for _ in range(100_000):
+        deep = {"a": deep}
+    # str() of such a value raised RecursionError, and the component then dropped the valid audience too.
+    assert _values(context_entities({"school": deep, "audience": "pupil"})) == {"audience": "pupil"}
+    assert context_entities({"school": "lunsford", "audience": [deep]})[0]["value"] == "lunsford"

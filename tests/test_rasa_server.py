@@ -89,3 +89,48 @@ def test_speedups_are_installed_and_the_server_starts_through_them(tmp_path):
         Event.resolve_by_type = ORIGINAL_RESOLVE
     command = server_commands(settings, tmp_path / "m.tar.gz")["rasa server"]
     assert command[1:4] == ["-m", "bot.rasa_server", "run"]
+
+
+# --- the safety net (its security tests are in tests/security/test_silent_loss.py) --------------------------
+
+
+class _Processor:
+    async def handle_message(self, message):
+        await message.output_channel.send_text_message(message.sender_id, f"echo {message.text}")
+        return message.output_channel.messages
+
+
+async def test_the_safety_net_changes_nothing_when_handling_succeeds():
+    from rasa.core.agent import Agent
+    from rasa.core.channels.channel import CollectingOutputChannel, UserMessage
+
+    original = Agent.handle_message
+    agent = Agent()
+    agent.processor = _Processor()
+    results = []
+    try:
+        for install in (False, True):
+            if install:
+                rasa_server.apply_safety_net()
+                rasa_server.apply_safety_net()  # idempotent: wraps once
+                assert rasa_server._ORIGINAL_HANDLE_MESSAGE is original
+            message = UserMessage("how old for whatsapp", CollectingOutputChannel(), "s", metadata={"a": [1]})
+            results.append((await agent.handle_message(message), message.text, message.metadata))
+    finally:
+        Agent.handle_message = original
+    assert results[0] == results[1]
+
+
+def test_main_installs_the_safety_net(monkeypatch):
+    import rasa.__main__
+    from rasa.core.agent import Agent
+
+    original = Agent.handle_message
+    monkeypatch.setattr(rasa.__main__, "main", lambda: None)
+    try:
+        rasa_server.main(["--version"])
+        assert Agent.handle_message is rasa_server._handle_message_safely
+    finally:
+        Agent.handle_message = original
+        RemoteAction._validate_action_result = ORIGINAL
+        Event.resolve_by_type = ORIGINAL_RESOLVE

@@ -7,6 +7,7 @@ import pytest
 import yaml
 
 from bot.runner import (
+    TRACKER_STORE_TYPE,
     install_model,
     model_path,
     server_commands,
@@ -80,14 +81,14 @@ def test_sqlite_endpoints(project_copy):
     settings = replace(project_copy, action_port=6055, tracker_database_url="sqlite:///var/t.db")
     endpoints = yaml.safe_load(write_endpoints(settings).read_text())
     assert endpoints["action_endpoint"]["url"] == "http://127.0.0.1:6055/webhook"
-    assert endpoints["tracker_store"] == {"type": "SQL", "dialect": "sqlite", "db": "var/t.db"}
+    assert endpoints["tracker_store"] == {"type": TRACKER_STORE_TYPE, "dialect": "sqlite", "db": "var/t.db"}
 
 
 def test_postgres_endpoints(project_copy):
     url = "postgresql+psycopg2://sg:secret@db.internal:6543/conversations"
     endpoints = yaml.safe_load(write_endpoints(replace(project_copy, tracker_database_url=url)).read_text())
     assert endpoints["tracker_store"] == {
-        "type": "SQL",
+        "type": TRACKER_STORE_TYPE,
         "dialect": "postgresql",
         "url": "db.internal",
         "port": 6543,
@@ -105,6 +106,8 @@ def test_server_commands_use_the_configured_ports(project_copy):
     assert cmds["action server"][-2:] == ["--port", "7055"]
     rasa = cmds["rasa server"]
     assert rasa[rasa.index("--port") + 1] == "7005"
+    for cmd in cmds.values():  # loopback unless SCHOOLGUIDE_BIND_HOST says otherwise
+        assert cmd[cmd.index("--interface") + 1] == "127.0.0.1"
     assert rasa[rasa.index("--cors") + 1] == "https://school.example"
     assert "--credentials" in rasa and "--endpoints" in rasa
 

@@ -167,7 +167,8 @@ def summarise_load(result: dict) -> dict:
 def stored_disclosure_senders(settings: Settings) -> list[str]:
     from bot.safeguarding.cases import list_cases
 
-    return [case.sender_id for case in list_cases(settings, actor="schoolguide-bench")]
+    # The load sends over REST, whose conversations the server stores as ``rest-<sender>``.
+    return [case.sender_id.removeprefix("rest-") for case in list_cases(settings, actor="schoolguide-bench")]
 
 
 def _rss_stats(samples: list[dict], phase: str, name: str) -> dict:

@@ -34,10 +34,12 @@ def free_port() -> int:
 
 def bench_settings(base: Settings, var_dir: Path, database_url: str | None = None,
                    knowledge_dir: Path | None = None) -> Settings:  # fmt: skip
-    """``base`` with its own var/ dir, free ports and (optionally) one database for store and trackers."""
+    """``base`` with its own var/ dir, free ports and (optionally) one database for store and trackers, on
+    loopback (the load generator and the health checks call 127.0.0.1)."""
     rasa_port, action_port = free_port(), free_port()
     return replace(
         base,
+        bind_host="127.0.0.1",
         var_dir=var_dir,
         spool_dir=var_dir / "spool",
         database_url=database_url or f"sqlite:///{var_dir / 'schoolguide.db'}",
@@ -62,6 +64,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
             "SCHOOLGUIDE_ACTION_PORT": str(settings.action_port),
             "SCHOOLGUIDE_RASA_URL": settings.rasa_url,
             "SCHOOLGUIDE_KNOWLEDGE_DIR": str(settings.knowledge_dir),
+            "SCHOOLGUIDE_BIND_HOST": settings.bind_host,
         }
     )
     return env

@@ -1,9 +1,10 @@
-"""Rasa input channels: REST (with request checks), the parent and pupil widgets, Slack and Teams.
+"""Rasa input channels: REST (an integration channel), the parent and pupil widgets, Slack and Teams.
 
 Each channel module exposes ``credentials_entry(settings) -> (class path, config) | None``;
 ``schoolguide run`` writes ``var/credentials.yml`` from them, so secrets stay in the settings (the
 environment), never in files in git.
-A channel whose settings are missing (e.g. no Slack token) is simply not enabled.
+A channel whose settings are missing (e.g. no Slack token) is simply not enabled; so is REST when the server
+binds beyond loopback without ``SCHOOLGUIDE_REST_TOKEN`` (see :mod:`bot.channels.rest`).
 """
 
 from __future__ import annotations

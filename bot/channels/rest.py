@@ -1,54 +1,137 @@
-"""Rasa's REST channel, with the request body checked first.
+"""The REST channel (``/webhooks/rest/webhook``): an integration channel, where the server decides who talks.
 
-The stock channel answers a body that is not an object (or a message that is not text) with a server error;
-here such requests get a 400 that says what is wrong, and nothing reaches the dialogue engine. The URL is
-unchanged: ``/webhooks/rest/webhook``.
+What the client may not decide:
+
+* the conversation: the sender is namespaced by the server (``rest-<sender>``), so no REST request can reach
+  a widget (``website-…``, ``pupil-…``), Slack (``slack:…``) or Teams (``teams:…``) conversation;
+* the channel: a client's ``input_channel`` is ignored; it is always ``rest``;
+* anything but ``school`` and ``audience`` in the metadata (at most 16 KB, shallow: 413/400 otherwise).
+
+Who may talk: with ``SCHOOLGUIDE_REST_TOKEN`` set, only requests with ``Authorization: Bearer <token>`` (401
+otherwise, before the body is parsed). Without a token the channel is open only while the server binds to
+loopback (``SCHOOLGUIDE_BIND_HOST``); bound anywhere else it is switched off (not mounted, and 403 if it is).
+
+Bodies are size-checked (413), the text cleaned of lone surrogates and control characters, and messages rate
+limited (429 with ``Retry-After``) like the widgets' (:mod:`bot.channels.limits`). Malformed requests get a
+400 that says what is wrong; nothing reaches the dialogue engine.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Awaitable, Callable
+import hmac
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from rasa.core.channels.channel import UserMessage
+import rasa.utils.endpoints
+from rasa.core.channels.channel import CollectingOutputChannel, UserMessage
 from rasa.core.channels.rest import RestInput
 from sanic import Blueprint, response
 from sanic.request import Request
+from sanic.response import HTTPResponse
 
-from bot.channels.validation import message_body_problem
-from bot.settings import Settings
+from bot.channels.limits import WebLimits, client_address, is_loopback, shared_limits
+from bot.channels.validation import MAX_REST_BODY_BYTES, Rejection, clean_text, read_message
+from bot.channels.web import hand_over, refuse, too_many
+from bot.settings import Settings, get_settings
+
+SENDER_PREFIX = "rest-"
+DEFAULT_SENDER = "default"
+MAX_CONTEXT_CHARS = 64
+DEFAULT_BIND_HOST = "127.0.0.1"
 
 
-def _json_body(request: Request) -> Any:
-    try:
-        return json.loads(request.body or b"null")
-    except (ValueError, UnicodeDecodeError):
-        return None
+def bind_host(settings: Settings) -> str:
+    """Where the servers listen (``SCHOOLGUIDE_BIND_HOST``, loopback by default)."""
+    return getattr(settings, "bind_host", None) or DEFAULT_BIND_HOST
+
+
+def open_without_token(settings: Settings) -> bool:
+    """Without a token, REST answers only a server reachable from this machine alone."""
+    return is_loopback(bind_host(settings))
+
+
+def rest_sender(sender: str | None) -> str:
+    """The conversation a REST sender gets: always in the ``rest-`` namespace."""
+    return SENDER_PREFIX + (sender or DEFAULT_SENDER)
+
+
+def rest_metadata(metadata: Any) -> dict[str, str]:
+    """Only ``school`` and ``audience``, as short clean strings (the NLU component validates the values)."""
+    if not isinstance(metadata, Mapping):
+        return {}
+    return {
+        key: clean_text(value)[:MAX_CONTEXT_CHARS]
+        for key in ("school", "audience")
+        if isinstance(value := metadata.get(key), str)
+    }
 
 
 class ValidatingRestInput(RestInput):
-    """``rest`` channel that rejects malformed requests with a clear 400."""
+    """``rest`` channel: token or loopback only, server-side sender, channel and metadata, limits."""
 
     @classmethod
     def name(cls) -> str:
         return "rest"
 
-    def blueprint(self, on_new_message: Callable[[UserMessage], Awaitable[None]]) -> Blueprint:
-        blueprint = super().blueprint(on_new_message)
+    @classmethod
+    def from_credentials(cls, credentials: dict[str, Any] | None) -> ValidatingRestInput:
+        return cls(**(credentials or {}))
 
-        @blueprint.middleware("request")
-        async def check_body(request: Request):
-            if request.method != "POST" or not request.path.endswith("/webhook"):
-                return None
-            problem = message_body_problem(_json_body(request))
-            if problem:
-                return response.json({"error": problem}, status=400)
+    def __init__(self, token: str | None = None, limits: WebLimits | None = None) -> None:
+        self.token = token
+        self.limits = limits
+
+    def _refusal(self, request: Request) -> HTTPResponse | None:
+        if self.token:
+            scheme, _, given = (request.headers.get("Authorization") or "").partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(
+                given.strip().encode("utf-8", "replace"), self.token.encode("utf-8")
+            ):
+                return refuse(401, "a REST token is required (Authorization: Bearer ...)", {})
             return None
+        if not open_without_token(get_settings()):
+            return refuse(403, "the REST channel is off: set SCHOOLGUIDE_REST_TOKEN to use it", {})
+        return None
+
+    def blueprint(self, on_new_message: Callable[[UserMessage], Awaitable[None]]) -> Blueprint:
+        blueprint = Blueprint("schoolguide_rest", __name__)
+
+        @blueprint.route("/", methods=["GET"])
+        async def health(request: Request) -> HTTPResponse:
+            return response.json({"status": "ok"})
+
+        @blueprint.route("/webhook", methods=["POST"])
+        async def receive(request: Request):
+            refusal = self._refusal(request)
+            if refusal is not None:
+                return refusal
+            body = read_message(request.body, MAX_REST_BODY_BYTES)
+            if isinstance(body, Rejection):
+                return refuse(body.status, body.error, {})
+            sender = rest_sender(body.get("sender"))
+            text = body["message"]
+            limits = self.limits or shared_limits(get_settings())
+            retry_after = limits.message(sender, client_address(request), text)
+            if retry_after:
+                return too_many(retry_after, {})
+            metadata = rest_metadata(body.get("metadata"))
+            if rasa.utils.endpoints.bool_arg(request, "stream", default=False):
+                return response.stream(
+                    self.stream_response(on_new_message, text, sender, self.name(), metadata),
+                    content_type="text/event-stream",
+                )
+            collector = CollectingOutputChannel()
+            message = UserMessage(text, collector, sender, input_channel=self.name(), metadata=metadata)
+            await hand_over(on_new_message, message, self.name())
+            return response.json(collector.messages)
 
         return blueprint
 
 
-def credentials_entry(settings: Settings) -> tuple[str, dict | None]:
-    """Always on: the widgets, tests and `curl` use it."""
-    return f"{__name__}.{ValidatingRestInput.__name__}", None
+def credentials_entry(settings: Settings) -> tuple[str, dict | None] | None:
+    """On with a token; without one only while the server binds to loopback (else switched off)."""
+    if settings.rest_token:
+        return f"{__name__}.{ValidatingRestInput.__name__}", {"token": settings.rest_token}
+    if open_without_token(settings):
+        return f"{__name__}.{ValidatingRestInput.__name__}", None
+    return None

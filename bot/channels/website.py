@@ -5,7 +5,8 @@ URLs (Rasa mounts every channel under ``/webhooks/<name>/``):
 * ``GET  /webhooks/website/``            a demo page with the widget open (``?school=<slug>`` picks a school)
 * ``GET  /webhooks/website/widget.js``   the widget: one dependency-free file, see ``static/widget.js``
 * ``GET  /webhooks/website/widget.css``  its styles (the script adds the stylesheet itself)
-* ``POST /webhooks/website/webhook``     ``{"sender", "message", "metadata": {"school"}}`` -> Rasa's messages
+* ``POST /webhooks/website/conversation`` ``{"sender": "<id>"}``: a new conversation id, signed by the server
+* ``POST /webhooks/website/webhook``     ``{"sender": "<id>", "message", "metadata": {"school"}}`` -> replies
 
 A school embeds the widget with one tag (the page then needs nothing else)::
 
@@ -13,16 +14,19 @@ A school embeds the widget with one tag (the page then needs nothing else)::
 
 Who is talking is decided here, not by the client: the AUDIENCE is fixed by the channel (parent on the
 website, pupil on the pupil page), whatever the request says, and the SCHOOL is the embedding page's
-``data-school`` when it names a known school, else the deployment's default. Sender ids are prefixed with
-the channel name, so a widget conversation can never continue a conversation from another channel.
+``data-school`` when it names a known school, else the deployment's default. The CONVERSATION is one the
+server issued and signed (:mod:`bot.channels.identity`): a made-up, altered or other channel's id gets a 400
+(``"code": "new_conversation"``; the widget then asks for a new id), never that conversation. Stored sender
+ids are ``<channel>-<id>``, so a widget conversation can never continue one from another channel.
+
+Every message is size-checked (413), cleaned of lone surrogates and control characters, and rate limited
+(429 with ``Retry-After``; see :mod:`bot.channels.limits`) before the dialogue engine sees it.
 """
 
 from __future__ import annotations
 
 import html
-import json
 import logging
-from asyncio import CancelledError
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from string import Template
@@ -34,7 +38,10 @@ from sanic import Blueprint, response
 from sanic.request import Request
 from sanic.response import HTTPResponse
 
-from bot.channels.validation import message_body_problem
+from bot.channels.identity import ConversationIds, conversation_ids
+from bot.channels.limits import WebLimits, client_address, shared_limits
+from bot.channels.validation import MAX_WIDGET_BODY_BYTES, Rejection, read_message
+from bot.channels.web import hand_over, refuse, too_many
 from bot.conversation import resolve_context
 from bot.settings import Settings, get_settings
 
@@ -81,21 +88,7 @@ ASSETS = {
 }
 
 
-def _json_body(request: Request) -> Any:
-    try:
-        return json.loads(request.body or b"null")
-    except (ValueError, UnicodeDecodeError):
-        return None
-
-
-def widget_body_problem(body: Any) -> str | None:
-    """Like the REST channel's checks, and the widgets must name a sender (else everyone shares a tracker)."""
-    problem = message_body_problem(body)
-    if problem:
-        return problem
-    if body.get("sender") is None:
-        return "'sender' is required"
-    return None
+NEW_CONVERSATION = "new_conversation"
 
 
 def render_template(name: str, **values: str) -> str:
@@ -126,6 +119,15 @@ class WebsiteInput(RestInput):
 
     def __init__(self, **config: Any) -> None:
         self.config = config
+        # Set in tests; otherwise the deployment's signer and the process-wide limits.
+        self.ids: ConversationIds | None = None
+        self.limits: WebLimits | None = None
+
+    def _ids(self) -> ConversationIds:
+        return self.ids or conversation_ids(get_settings())
+
+    def _limits(self) -> WebLimits:
+        return self.limits or shared_limits(get_settings())
 
     # --- who is talking: decided here, never by the client -------------------------------------------
 
@@ -133,18 +135,11 @@ class WebsiteInput(RestInput):
         """``requested`` if it is a known school slug, else the deployment's default school."""
         return resolve_context(get_settings(), known_schools(), {"school": requested}).school
 
-    def get_metadata(self, request: Request) -> dict[str, Any]:
-        body = _json_body(request)
-        client = body.get("metadata") if isinstance(body, dict) else None
+    def metadata_for(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        client = body.get("metadata")
         requested = client.get("school") if isinstance(client, dict) else None
         # Only these three keys reach the tracker: anything else the client sends is dropped.
         return {"school": self.school_for(requested), "audience": self.AUDIENCE, "channel": self.name()}
-
-    async def _extract_sender(self, request: Request) -> str:
-        return f"{self.name()}-{_json_body(request)['sender']}"
-
-    def _extract_input_channel(self, request: Request) -> str:
-        return self.name()
 
     # --- pages ---------------------------------------------------------------------------------------
 
@@ -185,27 +180,41 @@ class WebsiteInput(RestInput):
         async def health(request: Request) -> HTTPResponse:
             return response.json({"status": "ok"}, headers=COMMON_HEADERS)
 
+        @blueprint.route("/conversation", methods=["POST"])
+        async def new_conversation(request: Request) -> HTTPResponse:
+            retry_after = self._limits().new_conversation(client_address(request))
+            if retry_after:
+                return too_many(retry_after, PAGE_HEADERS)
+            return response.json({"sender": self._ids().issue(self.name())}, headers=PAGE_HEADERS)
+
         @blueprint.route("/webhook", methods=["POST"])
         async def receive(request: Request) -> HTTPResponse:
-            problem = widget_body_problem(_json_body(request))
-            if problem:
-                return response.json({"error": problem}, status=400, headers=PAGE_HEADERS)
-            text = _json_body(request)["message"]
-            collector = CollectingOutputChannel()
-            try:
-                await on_new_message(
-                    UserMessage(
-                        text,
-                        collector,
-                        await self._extract_sender(request),
-                        input_channel=self._extract_input_channel(request),
-                        metadata=self.get_metadata(request),
-                    )
+            body = read_message(request.body, MAX_WIDGET_BODY_BYTES)
+            if isinstance(body, Rejection):
+                return refuse(body.status, body.error, PAGE_HEADERS)
+            if body.get("sender") is None:  # else every visitor would share one conversation
+                return refuse(400, "'sender' is required", PAGE_HEADERS)
+            conversation = self._ids().verify(self.name(), body["sender"])
+            if conversation is None:
+                return refuse(
+                    400,
+                    f"'sender' must be a conversation id from POST /webhooks/{self.name()}/conversation",
+                    PAGE_HEADERS,
+                    code=NEW_CONVERSATION,
                 )
-            except CancelledError:
-                logger.error("%s: handling a message timed out", self.name())
-            except Exception:
-                logger.exception("%s: handling a message failed", self.name())
+            sender = f"{self.name()}-{conversation}"
+            retry_after = self._limits().message(sender, client_address(request), body["message"])
+            if retry_after:
+                return too_many(retry_after, PAGE_HEADERS)
+            collector = CollectingOutputChannel()
+            message = UserMessage(
+                body["message"],
+                collector,
+                sender,
+                input_channel=self.name(),
+                metadata=self.metadata_for(body),
+            )
+            await hand_over(on_new_message, message, self.name())
             return response.json(collector.messages, headers=PAGE_HEADERS)
 
         return blueprint

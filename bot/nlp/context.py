@@ -35,13 +35,18 @@ def _known_schools() -> tuple[str, ...]:
     return tuple(get_knowledge().schools)
 
 
+def _sent(value: Any) -> str:
+    return value.strip().lower() if isinstance(value, str) else ""
+
+
 def context_entities(metadata: Any) -> list[dict[str, Any]]:
     """The ``school`` and ``audience`` entities the metadata validly names (none for invalid values)."""
     if not isinstance(metadata, dict):
         return []
     # resolve_context validates; a value only counts if it survived as the one the client sent.
     context: Context = resolve_context(get_settings(), _known_schools(), metadata)
-    sent = {key: str(metadata.get(key) or "").strip().lower() for key in ("school", "audience")}
+    # Only strings count: str() of a value nested thousands deep would overflow the stack.
+    sent = {key: _sent(metadata.get(key)) for key in ("school", "audience")}
     return [
         {"entity": key, "value": value, "start": 0, "end": 0, EXTRACTOR: EXTRACTOR_NAME}
         for key, value in (("school", context.school), ("audience", context.audience))

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
 import logging
 import os
+import pwd
 import signal
 import sys
 import threading
@@ -24,6 +24,7 @@ from bot.safeguarding.cases import (
     list_cases,
     read_case,
 )
+from bot.safeguarding.outbox import UNROUTED
 from bot.safeguarding.store import STATUSES
 from bot.settings import Settings
 
@@ -35,14 +36,32 @@ def _settings() -> Settings:
     return Settings.from_env()
 
 
-def _actor(args: argparse.Namespace) -> str:
-    by = (getattr(args, "by", None) or "").strip()
-    if by:
-        return by
+def os_user() -> str:
+    """Who is reading, as the operating system knows them: the effective uid's account name.
+
+    Not ``$USER`` or ``--by``: anyone can type another name there. When root runs the command through sudo,
+    the account that ran sudo is named too (sudo sets ``SUDO_USER``; only root could forge it).
+    """
+    uid = os.geteuid()
     try:
-        return os.environ.get("USER") or getpass.getuser()
-    except Exception:
-        return "unknown"
+        name = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        name = f"uid:{uid}"
+    sudo_user = os.environ.get("SUDO_USER", "").strip()
+    if uid == 0 and sudo_user and sudo_user != name:
+        return f"{name} (sudo by {sudo_user})"[:200]
+    return name
+
+
+def _actor(args: argparse.Namespace) -> str:
+    actor = os_user()
+    if getattr(args, "by", None):
+        # Accepted so that older scripts still run, but a typed name is never the identity.
+        print(
+            f"--by is ignored: the audit trail records your operating-system account ({actor})",
+            file=sys.stderr,
+        )
+    return actor
 
 
 def _print(text: str = "") -> None:
@@ -123,6 +142,14 @@ def _show(case: CaseView) -> None:
     _print()
     _print("Alerts:")
     for alert in case.alerts:
+        if alert["channel"] == UNROUTED:
+            state = (
+                "routed once a DSL channel was configured (rows below)"
+                if alert["status"] == "routed"
+                else "waiting: no DSL e-mail address or webhook is configured"
+            )
+            _print(f"  {alert['kind']}: {state}")
+            continue
         state = f"sent {_when(alert['sent_at'])}" if alert["status"] == "sent" else alert["status"]
         error = (
             f" - last error: {alert['last_error']}"
@@ -134,7 +161,7 @@ def _show(case: CaseView) -> None:
             f"({alert['attempts']} attempt(s)){error}"
         )
     if not case.alerts:
-        _print("  (none queued: no DSL e-mail or webhook was configured)")
+        _print("  (none queued)")
     _print()
     _print("Audit trail:")
     for event in case.audit:
@@ -155,24 +182,26 @@ def _cmd_show(args: argparse.Namespace) -> int:
 
 def _cmd_ack(args: argparse.Namespace) -> int:
     try:
-        old, new = acknowledge(_settings(), args.reference, actor=args.by)
+        actor = _actor(args)
+        old, new = acknowledge(_settings(), args.reference, actor=actor)
     except (CaseNotFound, InvalidStatusChange) as exc:
         print(str(exc), file=sys.stderr)
         return 1
     if old == new:
         _print(f"{args.reference.upper()} is already {old}; nothing changed.")
     else:
-        _print(f"{args.reference.upper()}: {old} -> {new} (by {args.by})")
+        _print(f"{args.reference.upper()}: {old} -> {new} (by {actor})")
     return 0
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
     try:
-        old, new = change_status(_settings(), args.reference, args.new_status, actor=args.by)
+        actor = _actor(args)
+        old, new = change_status(_settings(), args.reference, args.new_status, actor=actor)
     except (CaseNotFound, InvalidStatusChange) as exc:
         print(str(exc), file=sys.stderr)
         return 1
-    _print(f"{args.reference.upper()}: {old} -> {new} (by {args.by})")
+    _print(f"{args.reference.upper()}: {old} -> {new} (by {actor})")
     return 0
 
 
@@ -233,6 +262,20 @@ def _cmd_deliver(args: argparse.Namespace) -> int:
     return 0 if report.failed == 0 else 1
 
 
+def _cmd_verify_audit(args: argparse.Namespace) -> int:
+    from bot.safeguarding.audit_chain import verify_chain
+    from bot.safeguarding.store import get_engine
+
+    verdict = verify_chain(get_engine(_settings().database_url))
+    if verdict.ok:
+        # The head hash is printed so a DSL can note it elsewhere: a later rebuilt chain would not match it.
+        _print(f"OK: {verdict.rows} audit event(s), chain intact; head {verdict.head_hash}")
+        return 0
+    where = f"row id {verdict.bad_row_id}" if verdict.bad_row_id is not None else "the end of the trail"
+    _print(f"TAMPERED: audit trail broken at {where}: {verdict.problem} ({verdict.rows} row(s) checked)")
+    return 1
+
+
 def _cmd_worker(args: argparse.Namespace) -> int:
     from bot.safeguarding.worker import run_forever, run_once
 
@@ -259,33 +302,34 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "disclosures",
         help="safeguarding disclosures: list, read, acknowledge, export; run the hand-off worker",
-        description="Every reading (show, list --json, export) is written to the audit trail.",
+        description="Every reading (show, list --json, export) is written to the audit trail, under the "
+        "operating-system account that ran the command.",
     )
     actions = parser.add_subparsers(dest="disclosures_command", metavar="ACTION")
     parser.set_defaults(func=lambda args: parser.print_help() or 2)
 
-    by_help = "who is doing this, for the audit trail (default: $USER)"
+    # Who did it is the operating-system account running the command (os_user), never a typed name.
     listing = actions.add_parser("list", help="list disclosures (oldest first)")
     listing.add_argument("--json", action="store_true", help="JSON including the decrypted words (audited)")
     listing.add_argument("--status", choices=STATUSES)
     listing.add_argument("--school")
-    listing.add_argument("--by", help=by_help)
+    listing.add_argument("--by", help=argparse.SUPPRESS)
     listing.set_defaults(func=_cmd_list)
 
     show = actions.add_parser("show", help="show one disclosure with its words (audited)")
     show.add_argument("reference")
-    show.add_argument("--by", help=by_help)
+    show.add_argument("--by", help=argparse.SUPPRESS)
     show.set_defaults(func=_cmd_show)
 
     ack = actions.add_parser("ack", help="acknowledge a disclosure (stops escalation)")
     ack.add_argument("reference")
-    ack.add_argument("--by", required=True, help="your name, for the audit trail")
+    ack.add_argument("--by", help=argparse.SUPPRESS)
     ack.set_defaults(func=_cmd_ack)
 
     status = actions.add_parser("status", help="move a disclosure to in_progress or closed")
     status.add_argument("reference")
     status.add_argument("new_status", choices=STATUSES[1:])
-    status.add_argument("--by", required=True, help="your name, for the audit trail")
+    status.add_argument("--by", help=argparse.SUPPRESS)
     status.set_defaults(func=_cmd_status)
 
     export = actions.add_parser("export", help="export disclosures with their words (audited)")
@@ -293,8 +337,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     export.add_argument("--output", help="file to write (mode 0600); default: standard output")
     export.add_argument("--status", choices=STATUSES)
     export.add_argument("--school")
-    export.add_argument("--by", help=by_help)
+    export.add_argument("--by", help=argparse.SUPPRESS)
     export.set_defaults(func=_cmd_export)
+
+    verify = actions.add_parser(
+        "verify-audit", help="check the audit trail's hash chain; exit 1 naming the first bad row"
+    )
+    verify.set_defaults(func=_cmd_verify_audit)
 
     replay = actions.add_parser("replay", help="move spooled disclosures into the database")
     replay.set_defaults(func=_cmd_replay)

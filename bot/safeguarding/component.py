@@ -16,7 +16,9 @@ The assessment travels with the message so actions can read it from ``tracker.la
   ``rasa test nlu`` raise);
 * ``parse_data["safeguarding"]``: ``Assessment.as_dict()`` (rule names included), for the audit log.
 
-``process`` never raises: a failure is logged and the message passes through unchanged.
+``process`` never raises: a failure is logged and the message passes through unchanged. Lone surrogates are
+replaced (``bot.untrusted.clean_text``) before the rules see the text, so a broken emoji cannot hide a
+disclosure from them.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ from bot.safeguarding.detector import (
     assess,
     get_detector,
 )
+from bot.untrusted import clean_text
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +105,8 @@ class DisclosureDetector(GraphComponent, IntentClassifier):
         return messages
 
     def _process_one(self, message: Message) -> None:
-        text = message.get(TEXT)
+        # spaCy cannot encode a lone surrogate (a broken emoji): assess the cleaned words, not nothing.
+        text = clean_text(message.get(TEXT))
         if not isinstance(text, str) or not text.strip():
             return
         assessment = assess(text, message.get(SPACY_DOCS[TEXT]))

@@ -2,8 +2,10 @@
 
 ``SCHOOLGUIDE_ENCRYPTION_KEY`` holds one Fernet key, or several separated by commas to rotate keys: the first
 encrypts, all of them decrypt. With no key configured a key is generated once and kept in ``var/secret.key``
-(mode 0600) so a fresh clone works; production must set the variable, because losing that file makes every
-stored disclosure unreadable.
+(mode 0600, in a 0700 folder) so a fresh clone works. Its production home is the environment or a secret store
+(systemd credentials, Vault, the platform's secret manager), never a file beside the databases it protects: a
+copy of ``var/`` would otherwise carry both the ciphertext and its key. Losing the key makes every stored
+disclosure unreadable.
 """
 
 from __future__ import annotations
@@ -68,7 +70,8 @@ def _fernets_from(raw: str, origin: str) -> MultiFernet:
 def _generated_key(key_file: Path) -> str:
     """Read var/secret.key, creating it (0600, exclusively, so two processes agree) if it is missing."""
     try:
-        key_file.parent.mkdir(parents=True, exist_ok=True)
+        # Owner-only: the runtime folder holds the key, the databases and the spool.
+        key_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         try:
             fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:
@@ -79,6 +82,8 @@ def _generated_key(key_file: Path) -> str:
                 handle.flush()
                 os.fsync(handle.fileno())
         raw = key_file.read_text(encoding="ascii").strip()
+        if key_file.stat().st_mode & 0o077:  # made by an older release, or copied in by hand
+            key_file.chmod(0o600)
     except OSError as exc:
         raise EncryptionKeyError(f"cannot read or create the encryption key file {key_file}: {exc}") from exc
     if not raw:

@@ -129,7 +129,7 @@ class Alert:
                 "",
                 f"The {withheld} not included in this message. Read them in the case record (every",
                 f"reading is logged), or run: schoolguide disclosures show {self.reference}",
-                f'Acknowledge with: schoolguide disclosures ack {self.reference} --by "Your Name"',
+                f"Acknowledge with: schoolguide disclosures ack {self.reference}",
                 "",
                 "If a child is in immediate danger, call 999.",
             ]

@@ -12,6 +12,12 @@ Kinds of message: ``alert`` (a new disclosure, to the DSLs), ``escalation`` (not
 deputies) and one ``contact:<note id>`` per set of contact details added to a disclosure afterwards (to the
 DSLs: "contact details were added to REF", never the details). The note id is in the kind so that the unique
 key ``(disclosure, channel, recipient, kind)`` allows exactly one such message per note and channel.
+
+Every disclosure and every contact note gets outbox rows, whatever is configured. With no DSL address and no
+webhook there is nobody to plan a row for, so one placeholder row is written instead (channel and recipient
+``unrouted``). No notifier handles that channel, so it is never claimed and never uses up attempts; each
+delivery pass routes it (``_route_unrouted``) as soon as a DSL address or the webhook is set: the real rows
+are added and the placeholder becomes ``routed``, in one transaction, so the alert goes out exactly once.
 """
 
 from __future__ import annotations
@@ -52,6 +58,8 @@ _outbox = OutboxMessage.__table__
 # Contact details added to a disclosure: the outbox kind is this prefix and the note's id (see above).
 CONTACT_KIND_PREFIX = "contact:"
 CONTACT_ALERT = "contact_added"
+# Channel and recipient of the placeholder row for a message nobody is configured to receive (see above).
+UNROUTED = "unrouted"
 
 
 def contact_alert_kind(note_id: int) -> str:
@@ -81,22 +89,83 @@ def planned_recipients(settings: Settings, kind: str) -> list[tuple[str, str]]:
 def add_outbox_rows(
     session: Session, settings: Settings, disclosure_id: int, kind: str, now: datetime
 ) -> list[tuple[str, str]]:
-    """Queue ``kind`` messages for a disclosure inside the caller's transaction."""
+    """Queue ``kind`` messages for a disclosure inside the caller's transaction; returns the planned
+    (channel, recipient) pairs, empty when the message waits in an ``unrouted`` placeholder instead."""
     planned = planned_recipients(settings, kind)
-    for channel, recipient in planned:
-        session.add(
-            OutboxMessage(
-                disclosure_id=disclosure_id,
-                channel=channel,
-                recipient=recipient,
-                kind=kind,
-                status="pending",
-                attempts=0,
-                next_attempt_at=now,
-                created_at=now,
-            )
-        )
+    for channel, recipient in planned or [(UNROUTED, UNROUTED)]:
+        session.add(_row(disclosure_id, channel, recipient, kind, now, created_at=now))
     return planned
+
+
+def _row(
+    disclosure_id: int, channel: str, recipient: str, kind: str, now: datetime, *, created_at: datetime
+) -> OutboxMessage:
+    return OutboxMessage(
+        disclosure_id=disclosure_id,
+        channel=channel,
+        recipient=recipient,
+        kind=kind,
+        status="pending",
+        attempts=0,
+        next_attempt_at=now,
+        created_at=created_at,
+    )
+
+
+def _route_unrouted(settings: Settings, engine: Engine, now: datetime) -> int:
+    """Replace each waiting placeholder by real rows once there is someone to alert; returns how many."""
+    with Session(engine, future=True) as session:
+        waiting = session.execute(
+            select(OutboxMessage.id, OutboxMessage.kind)
+            .where(OutboxMessage.channel == UNROUTED, OutboxMessage.status == "pending")
+            .order_by(OutboxMessage.id)
+        ).all()
+    routed = 0
+    for placeholder_id, kind in waiting:
+        planned = planned_recipients(settings, kind)
+        if not planned:
+            continue
+        try:
+            with Session(engine, future=True) as session, session.begin():
+                # The conditional UPDATE is the claim: of two workers routing at once, one matches nothing.
+                claimed = session.execute(
+                    update(_outbox)
+                    .where(_outbox.c.id == placeholder_id, _outbox.c.status == "pending")
+                    .values(status="routed", last_error=None)
+                ).rowcount
+                if claimed != 1:
+                    continue
+                placeholder = session.get(OutboxMessage, placeholder_id)
+                for channel, recipient in planned:
+                    session.add(
+                        _row(
+                            placeholder.disclosure_id,
+                            channel,
+                            recipient,
+                            kind,
+                            now,
+                            # Kept: a contact alert says when the details were added, not when it was routed.
+                            created_at=placeholder.created_at,
+                        )
+                    )
+                add_audit_event(
+                    session,
+                    disclosure_id=placeholder.disclosure_id,
+                    actor=WORKER_ACTOR,
+                    action="alert_queued",
+                    detail={
+                        "kind": kind,
+                        "recipients": [f"{channel}:{recipient}" for channel, recipient in planned],
+                        "waited_since": placeholder.created_at.isoformat(),
+                    },
+                    at=now,
+                )
+        except IntegrityError:
+            continue  # cannot happen while placeholders are only written when nobody was planned
+        routed += 1
+    if routed:
+        logger.warning("%d safeguarding alert(s) stored while nobody was configured are now queued", routed)
+    return routed
 
 
 def backoff_delay(attempts: int) -> timedelta:
@@ -243,7 +312,8 @@ def _warn_waiting(count: int) -> None:
     last = _last_waiting_warning
     if count and (count != last["count"] or time.monotonic() - last["at"] > 600):
         logger.warning(
-            "%d safeguarding alert(s) are waiting for a channel that is not configured (SMTP or webhook)",
+            "%d safeguarding alert(s) are waiting for a channel that is not configured (SMTP or webhook; "
+            "SCHOOLGUIDE_DSL_EMAILS or SCHOOLGUIDE_ALERT_WEBHOOK_URL)",
             count,
         )
         last["at"] = time.monotonic()
@@ -286,6 +356,7 @@ def deliver_pending(
     notifiers = notifiers if notifiers is not None else notifiers_for(settings)
     configured = sorted(channel for channel, notifier in notifiers.items() if notifier.configured)
     _release_stale_claims(engine, now)
+    _route_unrouted(settings, engine, now)
     counts = {"sent": 0, "retrying": 0, "failed": 0, "cancelled": 0}
     seen: set[int] = set()
     while True:

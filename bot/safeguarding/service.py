@@ -238,7 +238,8 @@ def prepare_disclosure(
         categories=_categories(categories),
         risk=_risk(risk),
         created_at=as_utc(created_at) if created_at else utcnow(),
-        source=source if source in ("action", "spool", "reconcile") else "action",
+        # "failsafe": recorded by bot.safeguarding.failsafe when the Rasa server failed to handle the message.
+        source=source if source in ("action", "spool", "reconcile", "failsafe") else "action",
         text_chars=len(words),
         text_truncated_from=truncated_from,
     )
@@ -348,8 +349,8 @@ def store_in_database(
                 )
             if not planned:
                 logger.error(
-                    "Disclosure %s is stored but NOBODY is being alerted: set SCHOOLGUIDE_DSL_EMAILS "
-                    "and/or SCHOOLGUIDE_ALERT_WEBHOOK_URL",
+                    "Disclosure %s is stored but NOBODY is being alerted yet: set SCHOOLGUIDE_DSL_EMAILS "
+                    "and/or SCHOOLGUIDE_ALERT_WEBHOOK_URL (its alert waits in the outbox until then)",
                     prepared.reference,
                 )
             return prepared.reference, True

@@ -17,6 +17,10 @@ One declarative ``Base`` holds four tables:
   (``REVOKE UPDATE, DELETE, TRUNCATE ON audit_events FROM schoolguide``). Such a role needs ``SELECT, INSERT``
   on ``disclosure_notes`` too (notes are never changed either), and cannot create it on an existing
   database: see ``_create_notes_table``.
+  Every row is also a link in a hash chain (``audit_chain``), so a change made around the triggers shows in
+  ``schoolguide disclosures verify-audit``. The chain's newest link is the one row of ``audit_chain_head``
+  (the application role needs ``SELECT, UPDATE`` on it); appends lock that row, so two writers can never fork
+  the chain. Databases from before the chain are upgraded in place by ``init_db`` (``_upgrade_audit_chain``).
 * ``outbox_messages`` one row per (disclosure, channel, recipient, kind); the unique key is what makes
   delivery exactly-once per channel (see ``outbox``). Contact details added to a disclosure get one row per
   note and channel: the note's id is part of the kind (``contact:<id>``), so no column had to be added.
@@ -46,11 +50,16 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    inspect,
+    select,
     text,
+    update,
 )
-from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import IntegrityError, ProgrammingError
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.orm import Session, declarative_base
+
+from bot.safeguarding.audit_chain import GENESIS_HASH, normalise_detail, row_hash
 
 logger = logging.getLogger(__name__)
 
@@ -67,11 +76,13 @@ AUDIT_ACTIONS = (
     "escalated",
     "exported",
     "contact_added",
+    "alert_queued",
 )
 NOTE_KINDS = ("contact",)
 # "sending" is the short-lived claim a worker holds while talking to SMTP or the webhook; "cancelled" is an
-# escalation that became moot because the disclosure was acknowledged before it went out.
-OUTBOX_STATUSES = ("pending", "sending", "sent", "failed", "cancelled")
+# escalation that became moot because the disclosure was acknowledged before it went out; "routed" is a
+# placeholder (channel "unrouted", see outbox) replaced by real rows once an alert channel was configured.
+OUTBOX_STATUSES = ("pending", "sending", "sent", "failed", "cancelled", "routed")
 
 # No 0/O, 1/I/L: references are read aloud and copied by hand.
 REFERENCE_ALPHABET = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"
@@ -169,6 +180,20 @@ class AuditEvent(Base):
     actor = Column(String(200), nullable=False)
     action = Column(String(30), nullable=False)
     detail = Column(JSON, nullable=False)
+    # The hash chain (see audit_chain). Nullable only so that older databases can add the columns in place.
+    seq = Column(Integer, index=True, unique=True)
+    prev_hash = Column(String(64))
+    row_hash = Column(String(64))
+
+
+class AuditChainHead(Base):
+    """The newest link of the audit chain (one row, id 1): locked by every append, checked by verify."""
+
+    __tablename__ = "audit_chain_head"
+
+    id = Column(Integer, primary_key=True, autoincrement=False)
+    seq = Column(Integer, nullable=False)
+    last_hash = Column(String(64), nullable=False)
 
 
 class OutboxMessage(Base):
@@ -206,17 +231,38 @@ def add_audit_event(
     detail: dict[str, Any] | None = None,
     at: datetime | None = None,
 ) -> AuditEvent:
-    """The only way the code writes to the audit trail: it adds, never changes."""
+    """The only way the code writes to the audit trail: it adds a link to the chain, never changes one.
+
+    Holds the chain head's row lock until the caller's transaction ends, so appends are serialised.
+    """
     if action not in AUDIT_ACTIONS:
         raise ValueError(f"unknown audit action {action!r}")
+    at = at or utcnow()
+    actor = (actor or "unknown")[:200]
+    detail = normalise_detail(detail)
+    head = AuditChainHead.__table__
+    # The UPDATE comes first: it takes the row lock on PostgreSQL and the write lock on SQLite before the
+    # head is read, so a concurrent writer cannot read the same head and fork the chain.
+    locked = session.execute(update(head).where(head.c.id == 1).values(seq=head.c.seq + 1)).rowcount
+    if locked != 1:
+        raise RuntimeError(
+            "the audit chain head is missing: run any `schoolguide disclosures` command as owner"
+        )
+    seq, prev_hash = session.execute(select(head.c.seq, head.c.last_hash).where(head.c.id == 1)).one()
     audit = AuditEvent(
         disclosure_id=disclosure_id,
-        at=at or utcnow(),
-        actor=(actor or "unknown")[:200],
+        at=at,
+        actor=actor,
         action=action,
-        detail=detail or {},
+        detail=detail,
+        seq=seq,
+        prev_hash=prev_hash,
+        row_hash=row_hash(
+            prev_hash, seq=seq, disclosure_id=disclosure_id, at=at, actor=actor, action=action, detail=detail
+        ),
     )
     session.add(audit)
+    session.execute(update(head).where(head.c.id == 1).values(last_hash=audit.row_hash))
     return audit
 
 
@@ -253,7 +299,9 @@ def create_engine_for(url: str) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database
         if database and database != ":memory:" and not database.startswith("file:"):
-            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            from bot.safeguarding.file_modes import private_sqlite_database  # owner-only (D1)
+
+            private_sqlite_database(Path(database))
         engine = create_engine(url, future=True, connect_args={"timeout": 30})
 
         @event.listens_for(engine, "connect")
@@ -287,7 +335,7 @@ def _postgres_trigger_exists(connection: Any) -> bool:
 
 
 def init_db(engine: Engine) -> None:
-    """Create the tables (if missing) and the append-only triggers on the audit trail."""
+    """Create the tables (if missing), upgrade the audit chain, and the append-only triggers on the trail."""
     core = [table for table in Base.metadata.sorted_tables if table is not DisclosureNote.__table__]
     try:
         Base.metadata.create_all(engine, tables=core)
@@ -295,6 +343,7 @@ def init_db(engine: Engine) -> None:
         # Two processes creating the tables at once on PostgreSQL: the loser sees a duplicate; try again.
         Base.metadata.create_all(engine, tables=core)
     _create_notes_table(engine)
+    _upgrade_audit_chain(engine)
     if engine.dialect.name == "sqlite":
         with engine.begin() as connection:
             for statement in _SQLITE_TRIGGERS:
@@ -333,6 +382,90 @@ def _create_notes_table(engine: Engine) -> None:
                     "command as the owner) and grants SELECT, INSERT on it to this role",
                     exc.orig,
                 )
+
+
+_CHAIN_COLUMNS = {"seq": "INTEGER", "prev_hash": "VARCHAR(64)", "row_hash": "VARCHAR(64)"}
+
+
+def _upgrade_audit_chain(engine: Engine) -> None:
+    """Bring a database from before the hash chain up to date: add the columns, start the chain head and
+    hash the existing rows in id order. A least-privilege role cannot: that is logged, and until the owner
+    runs any ``schoolguide disclosures`` command, disclosures wait in the spool (nothing is lost)."""
+    try:
+        columns = {column["name"] for column in inspect(engine).get_columns("audit_events")}
+        for name, sql_type in _CHAIN_COLUMNS.items():
+            if name not in columns:
+                try:
+                    with engine.begin() as connection:
+                        connection.execute(text(f"ALTER TABLE audit_events ADD COLUMN {name} {sql_type}"))
+                except (OperationalError, ProgrammingError):
+                    # Another process added it first; anything else shows when the column is used.
+                    if name not in {c["name"] for c in inspect(engine).get_columns("audit_events")}:
+                        raise
+        if "seq" not in columns:
+            with engine.begin() as connection:
+                connection.execute(
+                    text("CREATE UNIQUE INDEX IF NOT EXISTS ix_audit_events_seq ON audit_events (seq)")
+                )
+        head = AuditChainHead.__table__
+        with engine.connect() as connection:
+            has_head = connection.execute(select(head.c.id).where(head.c.id == 1)).first() is not None
+        if not has_head:
+            try:
+                with engine.begin() as connection:
+                    connection.execute(head.insert().values(id=1, seq=0, last_hash=GENESIS_HASH))
+            except IntegrityError:
+                pass  # another process created it just now
+        with engine.begin() as connection:
+            if connection.execute(select(AuditEvent.id).where(AuditEvent.seq.is_(None)).limit(1)).first():
+                _hash_unchained_rows(connection)
+    except (OperationalError, ProgrammingError) as exc:
+        logger.error(
+            "Cannot upgrade the audit trail to a hash chain (%s): disclosures are spooled until the database "
+            "owner runs any `schoolguide disclosures` command and grants SELECT, UPDATE on audit_chain_head",
+            getattr(exc, "orig", exc),
+        )
+
+
+def _hash_unchained_rows(connection: Connection) -> None:
+    """Hash the rows written before the chain existed, oldest first, inside the caller's transaction.
+
+    The append-only triggers are lifted for this one transaction (DDL is transactional on both databases), so
+    a failure leaves them in place.
+    """
+    head, audit = AuditChainHead.__table__, AuditEvent.__table__
+    connection.execute(update(head).where(head.c.id == 1).values(seq=head.c.seq))  # lock: one upgrader
+    seq, prev_hash = connection.execute(select(head.c.seq, head.c.last_hash).where(head.c.id == 1)).one()
+    rows = connection.execute(select(audit).where(audit.c.seq.is_(None)).order_by(audit.c.id)).all()
+    if not rows:
+        return
+    if connection.dialect.name == "sqlite":
+        for name in ("audit_events_no_update", "audit_events_no_delete"):
+            connection.execute(text(f"DROP TRIGGER IF EXISTS {name}"))
+    elif connection.dialect.name == "postgresql" and _postgres_trigger_exists(connection):
+        connection.execute(text("ALTER TABLE audit_events DISABLE TRIGGER audit_events_append_only"))
+    for row in rows:
+        seq += 1
+        digest = row_hash(
+            prev_hash,
+            seq=seq,
+            disclosure_id=row.disclosure_id,
+            at=row.at,
+            actor=row.actor,
+            action=row.action,
+            detail=row.detail,
+        )
+        connection.execute(
+            update(audit).where(audit.c.id == row.id).values(seq=seq, prev_hash=prev_hash, row_hash=digest)
+        )
+        prev_hash = digest
+    connection.execute(update(head).where(head.c.id == 1).values(seq=seq, last_hash=prev_hash))
+    if connection.dialect.name == "sqlite":
+        for statement in _SQLITE_TRIGGERS:
+            connection.execute(text(statement))
+    elif connection.dialect.name == "postgresql" and _postgres_trigger_exists(connection):
+        connection.execute(text("ALTER TABLE audit_events ENABLE TRIGGER audit_events_append_only"))
+    logger.warning("Audit trail upgraded: %d existing row(s) hashed into the chain", len(rows))
 
 
 _engines: dict[str, Engine] = {}

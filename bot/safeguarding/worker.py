@@ -1,5 +1,8 @@
 """The hand-off worker: replay the spool, reconcile with Rasa, deliver alerts, escalate; again and again.
 
+Each pass also keeps the runtime files owner-only, and about once an hour deletes tracker-store conversations
+older than ``SCHOOLGUIDE_RETENTION_DAYS`` (bot/safeguarding/retention.py; disclosure records are kept).
+
 It runs as a daemon thread inside the action server (``start_background_worker``), or on its own with
 ``schoolguide disclosures worker``. Each step is isolated: a failing step is logged and the others still run,
 and the loop itself never dies. ``wake()`` lets the action ask for a prompt delivery without waiting for the
@@ -15,8 +18,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from bot.safeguarding.file_modes import secure_runtime_files
 from bot.safeguarding.outbox import deliver_pending, escalate_unacknowledged
 from bot.safeguarding.reconcile import reconcile_from_tracker_store
+from bot.safeguarding.retention import purge_old_conversations
 from bot.safeguarding.service import replay_spool
 from bot.safeguarding.store import as_utc, utcnow
 from bot.settings import Settings
@@ -26,6 +31,9 @@ logger = logging.getLogger(__name__)
 # The background worker only looks this far back in the tracker store; `schoolguide disclosures reconcile`
 # looks at everything.
 RECONCILE_LOOKBACK = timedelta(days=7)
+# Retention deletes by timestamp across the whole tracker store: hourly is plenty for a limit counted in days.
+RETENTION_EVERY = timedelta(hours=1)
+_last_retention: dict[str, datetime] = {}
 
 
 @dataclass(frozen=True)
@@ -45,6 +53,8 @@ def run_once(settings: Settings, now: datetime | None = None) -> WorkerReport:
     written by an earlier step of this pass are already due for the later ones.
     """
     lookback_from = as_utc(now) if now else utcnow()
+    results: dict[str, Any] = {}
+    errors: dict[str, str] = {}
     steps: tuple[tuple[str, Callable[[], Any]], ...] = (
         ("replay", lambda: replay_spool(settings)),
         (
@@ -55,9 +65,10 @@ def run_once(settings: Settings, now: datetime | None = None) -> WorkerReport:
         ("escalate", lambda: escalate_unacknowledged(settings, now=now)),
         # Escalations queued just now go out in this pass, not the next one.
         ("deliver_escalations", lambda: deliver_pending(settings, now=now)),
+        ("file_modes", lambda: secure_runtime_files(settings)),
+        # Deleting needs a working reconcile (an old disclosure is recorded before it goes): wait for one.
+        ("retention", lambda: None if "reconcile" in errors else _retention_if_due(settings, now)),
     )
-    results: dict[str, Any] = {}
-    errors: dict[str, str] = {}
     for name, step in steps:
         try:
             results[name] = step()
@@ -65,6 +76,17 @@ def run_once(settings: Settings, now: datetime | None = None) -> WorkerReport:
             errors[name] = f"{type(exc).__name__}: {exc}"
             logger.exception("Safeguarding worker step %r failed; carrying on with the others", name)
     return WorkerReport(results=results, errors=errors)
+
+
+def _retention_if_due(settings: Settings, now: datetime | None) -> Any:
+    """Purge old conversations if the last purge of this tracker store was over RETENTION_EVERY ago."""
+    clock = as_utc(now) if now else utcnow()
+    last = _last_retention.get(settings.tracker_database_url)
+    if last is not None and last <= clock < last + RETENTION_EVERY:
+        return None
+    report = purge_old_conversations(settings, now=now)
+    _last_retention[settings.tracker_database_url] = clock
+    return report
 
 
 def run_forever(

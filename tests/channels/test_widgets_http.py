@@ -24,6 +24,14 @@ def post(stack, channel: str, body, **kwargs) -> requests.Response:
     return requests.post(f"{stack.rasa_url}/webhooks/{channel}/webhook", timeout=60, **kwargs, json=body)
 
 
+def conversation(stack, channel: str) -> str:
+    """A conversation id issued (and signed) by the server, as the widget gets one."""
+    response = requests.post(f"{stack.rasa_url}/webhooks/{channel}/conversation", json={}, timeout=30)
+    assert response.status_code == 200
+    assert response.headers["Cache-Control"] == "no-store"
+    return response.json()["sender"]
+
+
 def custom(messages: list[dict]) -> list[dict]:
     return [m["custom"] for m in messages if "custom" in m]
 
@@ -160,11 +168,12 @@ def test_dsl_names_come_from_the_clause_base():
 
 @e2e
 def test_the_website_forces_the_parent_audience(stack):
+    sender = conversation(stack, "website")
     messages = post(
         stack,
         "website",
         {
-            "sender": "http-forced-parent",
+            "sender": sender,
             "message": "Can teachers follow pupils on Instagram?",
             "metadata": {"school": "scotts", "audience": "staff", "channel": "slack", "tracking": "x" * 50},
         },
@@ -173,7 +182,7 @@ def test_the_website_forces_the_parent_audience(stack):
     assert (payload["school"], payload["audience"]) == ("scotts", "parent")
     answer = get_knowledge().answer("scotts", payload["topic"], "parent")
     assert texts(messages)[0] == answer.text
-    assert all(m["recipient_id"] == "website-http-forced-parent" for m in messages)
+    assert all(m["recipient_id"] == "website-" + sender.split(".")[0] for m in messages)
 
 
 @e2e
@@ -182,7 +191,7 @@ def test_the_pupil_channel_forces_the_pupil_audience(stack):
         stack,
         "pupil",
         {
-            "sender": "http-forced-pupil",
+            "sender": conversation(stack, "pupil"),
             "message": "can my teacher add me on snap",
             "metadata": {"school": "lunsford", "audience": "staff"},
         },
@@ -200,7 +209,7 @@ def test_a_client_cannot_pick_the_audience_even_with_the_rest_channels_input_cha
         stack,
         "pupil",
         {
-            "sender": "http-pupil-2",
+            "sender": conversation(stack, "pupil"),
             "message": "can my teacher add me on snap",
             "input_channel": "rest",
             "metadata": {"audience": "parent", "school": "not-a-school"},
@@ -253,9 +262,19 @@ def test_bodies_that_are_not_json_get_a_400(stack, channel, raw):
 @pytest.mark.parametrize("channel", CHANNELS)
 @pytest.mark.parametrize("message", ["", "   ", "\u202e\u200b\U0001f600" * 50, "<img src=x onerror=1>"])
 def test_odd_messages_get_a_reply_not_a_crash(stack, channel, message):
-    response = post(stack, channel, {"sender": f"http-odd-{channel}", "message": message})
+    response = post(stack, channel, {"sender": conversation(stack, channel), "message": message})
     assert response.status_code == 200
     assert isinstance(response.json(), list)
+
+
+@e2e
+@pytest.mark.parametrize("channel", CHANNELS)
+def test_a_conversation_id_the_server_did_not_issue_gets_a_400_that_asks_for_a_new_one(stack, channel):
+    other = "pupil" if channel == "website" else "website"
+    for sender in ["http-made-up", "0" * 32 + "." + "0" * 32, conversation(stack, other)]:
+        response = post(stack, channel, {"sender": sender, "message": "can teachers follow pupils?"})
+        assert response.status_code == 400, sender
+        assert response.json()["code"] == "new_conversation"
 
 
 # --- Pieces that need no server -----------------------------------------------------------------------------

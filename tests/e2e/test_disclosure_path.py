@@ -31,7 +31,7 @@ def test_pupil_disclosure_is_stored_before_the_reply(stack):
     message = "someone in year 9 is sharing my nudes on snapchat"
     replies = stack.say("e2e-pupil-1", message, {"school": "lunsford", "audience": "pupil"})
     # The HTTP response has arrived, so the reply was sent: the record must already be in the database.
-    [record] = [d for d in disclosures(stack.env) if d["sender_id"] == "e2e-pupil-1"]
+    [record] = [d for d in disclosures(stack.env) if d["sender_id"] == "rest-e2e-pupil-1"]
     assert record["text"] == message
     assert (record["school"], record["audience"], record["status"]) == ("lunsford", "pupil", "new")
     assert "image_sharing_sextortion" in record["categories"]
@@ -46,7 +46,7 @@ def test_pupil_disclosure_is_stored_before_the_reply(stack):
 def test_staff_report_gets_the_reference(stack):
     message = "A year 5 girl just told me an adult she met on Roblox asked her for photos"
     replies = stack.say("e2e-staff-1", message, {"school": "scotts", "audience": "staff"})
-    [record] = [d for d in disclosures(stack.env) if d["sender_id"] == "e2e-staff-1"]
+    [record] = [d for d in disclosures(stack.env) if d["sender_id"] == "rest-e2e-staff-1"]
     text = " ".join(_texts(replies))
     assert record["reference"] in text
     assert "Do not investigate" in text
@@ -57,7 +57,7 @@ def test_a_policy_question_about_grooming_is_answered_not_escalated(stack):
         "e2e-staff-2", "What laws cover online grooming?", {"school": "lseat", "audience": "staff"}
     )
     assert any(m.get("custom", {}).get("type") == "policy_answer" for m in replies), replies
-    assert not [d for d in disclosures(stack.env) if d["sender_id"] == "e2e-staff-2"]
+    assert not [d for d in disclosures(stack.env) if d["sender_id"] == "rest-e2e-staff-2"]
 
 
 def test_action_server_down_pupil_still_gets_a_safe_reply_and_the_record_arrives_later(
@@ -78,7 +78,8 @@ def test_action_server_down_pupil_still_gets_a_safe_reply_and_the_record_arrives
     settings = Settings.from_env()
     env = rasa_env(settings)
     rasa_cmd = [str(Path(sys.executable).with_name("rasa")), "run", "--model", str(model_path(settings)),
-                "--port", str(rasa_port), "--endpoints", str(write_endpoints(settings)),
+                "--interface", "127.0.0.1", "--port", str(rasa_port),
+                "--endpoints", str(write_endpoints(settings)),
                 "--credentials", str(write_credentials(settings))]  # fmt: skip
     log = (tmp_path / "servers.log").open("w")
     rasa = subprocess.Popen(rasa_cmd, cwd=project_root, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -100,17 +101,22 @@ def test_action_server_down_pupil_still_gets_a_safe_reply_and_the_record_arrives
         assert "can't keep this a secret" in text
         assert disclosures(env) == []
 
-        # The action server comes back; its worker reconciles the disclosure from the tracker store.
+        # The action server comes back (with the secret write_endpoints gave Rasa, read from the same var/);
+        # its worker reconciles the disclosure from the tracker store.
         action = subprocess.Popen(
             [sys.executable, "-m", "bot.action_server", "--actions", "actions", "--port", str(action_port)],
             cwd=project_root, env=env, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
-        records = e2e.wait_for(lambda: [d for d in disclosures(env) if d["sender_id"] == "e2e-outage"], 120)
+
+        def stored():
+            return [d for d in disclosures(env) if d["sender_id"] == "rest-e2e-outage"]
+
+        records = e2e.wait_for(stored, 120)
         assert len(records) == 1
         assert records[0]["text"] == message
         assert (records[0]["school"], records[0]["audience"]) == ("lunsford", "pupil")
         time.sleep(3)  # later worker passes must not record it twice
-        assert len([d for d in disclosures(env) if d["sender_id"] == "e2e-outage"]) == 1
+        assert len([d for d in disclosures(env) if d["sender_id"] == "rest-e2e-outage"]) == 1
     finally:
         for proc in (action, rasa):
             if proc is not None:

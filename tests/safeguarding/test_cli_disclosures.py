@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
+import pwd
 import stat
 
 import pytest
@@ -15,6 +17,8 @@ from bot.safeguarding import cli
 from bot.safeguarding.store import AuditEvent, Disclosure, get_engine
 
 WORDS = "my teacher says our chats are a secret"
+# The reader is the account the command runs as: not $USER (the fixture sets it) and not a typed --by.
+ME = pwd.getpwuid(os.geteuid()).pw_name
 
 
 @pytest.fixture
@@ -30,6 +34,7 @@ def run(settings, monkeypatch, capsys):
         "SCHOOLGUIDE_SMTP_HOST": settings.smtp_host,
         "SCHOOLGUIDE_SMTP_PORT": str(settings.smtp_port),
         "USER": "mr.admin",
+        "LOGNAME": "mr.admin",
     }
     for name, value in env.items():
         monkeypatch.setenv(name, value)
@@ -67,8 +72,8 @@ def test_list_json_shape_and_it_is_audited_as_a_read(settings, record, run):
         audience="staff",
     ).reference
 
-    code, out, _ = run("disclosures", "list", "--json", "--by", "Ms Patel")
-    assert code == 0
+    code, out, err = run("disclosures", "list", "--json", "--by", "Ms Patel")
+    assert code == 0 and "--by is ignored" in err
     listed = json.loads(out)
     assert isinstance(listed, list) and len(listed) == 2
     required = {
@@ -90,14 +95,12 @@ def test_list_json_shape_and_it_is_audited_as_a_read(settings, record, run):
     assert by_reference[second]["school"] == "scotts" and by_reference[second]["audience"] == "staff"
     assert by_reference[second]["status"] == "new" and by_reference[second]["sender_id"] == "conv-1"
     assert by_reference[second]["created_at"].startswith("20")
-    assert [a for a in _audit(settings) if a[1] == "read"] == [
-        (first, "read", "Ms Patel"),
-        (second, "read", "Ms Patel"),
-    ]
+    assert [a for a in _audit(settings) if a[1] == "read"] == [(first, "read", ME), (second, "read", ME)]
 
     code, out, _ = run("disclosures", "list", "--json", "--school", "scotts")
     assert [item["reference"] for item in json.loads(out)] == [second]
-    assert _audit(settings)[-1] == (second, "read", "mr.admin")  # $USER when no --by
+    assert _audit(settings)[-1] == (second, "read", ME)
+    assert not any(actor in ("Ms Patel", "mr.admin") for _, _, actor in _audit(settings))
 
 
 def test_plain_list_shows_no_words_and_is_not_a_read(settings, record, run):
@@ -109,11 +112,11 @@ def test_plain_list_shows_no_words_and_is_not_a_read(settings, record, run):
 
 def test_show_prints_the_words_and_audits_the_read(settings, record, run):
     reference = record(settings, text="someone is sharing my nudes\nplease help 😢").reference
-    code, out, _ = run("disclosures", "show", reference, "--by", "Ms Patel")
+    code, out, _ = run("disclosures", "show", reference)
     assert code == 0
     assert "someone is sharing my nudes" in out and "please help" in out
     assert "user: hi" in out and reference in out and "email dsl@lunsford.example: pending" in out
-    assert _audit(settings)[-1] == (reference, "read", "Ms Patel")
+    assert _audit(settings)[-1] == (reference, "read", ME)
 
     code, _, err = run("disclosures", "show", "SG-NOPE-NOPE")
     assert code == 1 and "no disclosure" in err
@@ -127,29 +130,29 @@ def test_show_survives_malformed_unicode(settings, record, run):
 
 def test_ack_moves_new_to_acknowledged_once(settings, record, run):
     reference = record(settings).reference
-    code, out, _ = run("disclosures", "ack", reference, "--by", "Ms Patel")
-    assert code == 0 and "new -> acknowledged" in out
+    code, out, _ = run("disclosures", "ack", reference)
+    assert code == 0 and f"new -> acknowledged (by {ME})" in out
     code, out, _ = run("disclosures", "ack", reference, "--by", "Mr Other")
     assert code == 0 and "already acknowledged" in out
     with Session(get_engine(settings.database_url), future=True) as session:
         row = session.execute(select(Disclosure)).scalar_one()
-    assert (row.status, row.acknowledged_by) == ("acknowledged", "Ms Patel")
-    assert [a for a in _audit(settings) if a[1] == "status_changed"] == [
-        (reference, "status_changed", "Ms Patel")
-    ]
+    assert (row.status, row.acknowledged_by) == ("acknowledged", ME)
+    assert [a for a in _audit(settings) if a[1] == "status_changed"] == [(reference, "status_changed", ME)]
 
-    code, out, _ = run("disclosures", "status", reference, "closed", "--by", "Ms Patel")
+    code, out, _ = run("disclosures", "status", reference, "closed")
     assert code == 0 and "acknowledged -> closed" in out
     code, out, _ = run("disclosures", "list", "--json", "--status", "closed")
     assert [item["reference"] for item in json.loads(out)] == [reference]
 
 
-def test_ack_requires_a_name(settings, record, run):
+def test_a_typed_name_is_never_the_reader(settings, record, run, monkeypatch):
+    """--by, $USER and $LOGNAME are the caller's to choose; the effective uid's account is not."""
     reference = record(settings).reference
-    with pytest.raises(SystemExit):
-        run("disclosures", "ack", reference)
-    code, _, err = run("disclosures", "ack", reference, "--by", "  ")
-    assert code == 1 and "--by" in err
+    monkeypatch.setenv("SUDO_USER", "someone-else")  # only believed from root, which sudo would be
+    code, _, err = run("disclosures", "ack", reference, "--by", "The Headteacher")
+    assert code == 0 and "--by is ignored" in err
+    expected = ME if os.geteuid() != 0 else f"{ME} (sudo by someone-else)"
+    assert _audit(settings)[-1] == (reference, "status_changed", expected)
 
 
 def test_export_csv_writes_an_owner_only_file_and_audits_each_row(settings, record, run, tmp_path):
@@ -157,7 +160,7 @@ def test_export_csv_writes_an_owner_only_file_and_audits_each_row(settings, reco
     second = record(settings, message_id="m2", text='quotes " and, commas\nand lines').reference
     output = tmp_path / "export.csv"
 
-    code, _, err = run("disclosures", "export", "--csv", "--output", str(output), "--by", "Ms Patel")
+    code, _, err = run("disclosures", "export", "--csv", "--output", str(output))
     assert code == 0 and "Exported 2" in err
     assert stat.S_IMODE(output.stat().st_mode) == 0o600
     rows = list(csv.DictReader(output.open(encoding="utf-8", newline="")))
@@ -165,7 +168,7 @@ def test_export_csv_writes_an_owner_only_file_and_audits_each_row(settings, reco
     assert rows[0]["text"] == WORDS and rows[1]["text"] == 'quotes " and, commas\nand lines'
     assert rows[0]["categories"] == "sexual_abuse_grooming;adult_boundary_breach"
     exported = [a for a in _audit(settings) if a[1] == "exported"]
-    assert exported == [(first, "exported", "Ms Patel"), (second, "exported", "Ms Patel")]
+    assert exported == [(first, "exported", ME), (second, "exported", ME)]
 
     code, out, _ = run("disclosures", "export", "--csv")
     assert code == 0 and out.startswith("reference,created_at") and WORDS in out
@@ -195,3 +198,18 @@ def test_replay_deliver_and_reconcile_commands(settings, record, run, smtp_serve
 
     code, out, _ = run("disclosures", "worker", "--once")
     assert code == 0 and json.loads(out)["errors"] == {}
+
+
+def test_verify_audit_reports_ok_then_names_the_edited_row(settings, record, run):
+    reference = record(settings).reference
+    run("disclosures", "show", reference)
+    code, out, _ = run("disclosures", "verify-audit")
+    assert code == 0 and out.startswith("OK: 2 audit event(s)")
+
+    engine = get_engine(settings.database_url)
+    with engine.begin() as connection:
+        connection.exec_driver_sql("DROP TRIGGER audit_events_no_update")
+        edited = connection.exec_driver_sql("SELECT id FROM audit_events WHERE action = 'read'").scalar()
+        connection.exec_driver_sql(f"UPDATE audit_events SET actor = 'nobody' WHERE id = {edited}")
+    code, out, _ = run("disclosures", "verify-audit")
+    assert code == 1 and f"row id {edited}" in out and "edited" in out

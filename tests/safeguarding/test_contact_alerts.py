@@ -180,11 +180,15 @@ def test_spooled_details_queue_the_same_announcement_when_replayed(
     _assert_says_only_that_details_were_added(announced[0]["json"]["text"], reference)
 
 
-def test_no_dsl_channel_configured_queues_nothing_but_keeps_the_details(make_settings, record):
+def test_no_dsl_channel_configured_keeps_the_details_and_an_unrouted_alert(make_settings, record):
     settings = make_settings(dsl_emails=(), alert_webhook_url=None)
     reference = record(settings, text=WORDS).reference
     assert _attach(settings, reference).stored == "database"
-    assert _rows(settings, OutboxMessage) == []
+    # Nobody to send to yet: one placeholder per message, routed once a DSL channel is set (outbox.py).
+    assert [(row.channel, alert_kind(row.kind), row.status) for row in _rows(settings, OutboxMessage)] == [
+        ("unrouted", "alert", "pending"),
+        ("unrouted", "contact_added", "pending"),
+    ]
     assert [item["text"] for item in read_case(settings, reference, actor="t").contact] == [DETAILS]
 
 

@@ -521,6 +521,11 @@ async def test_an_upgraded_least_privilege_postgres_database_keeps_working(make_
         connection.execute(text(f'GRANT USAGE ON SCHEMA "{schema}" TO {role}'))
         connection.execute(text(f"GRANT SELECT, INSERT, UPDATE ON disclosures, outbox_messages TO {role}"))
         connection.execute(text(f"GRANT SELECT, INSERT ON audit_events TO {role}"))
+        # The audit chain's head (store.py): started by the owner, locked and advanced by every append.
+        connection.execute(
+            text("INSERT INTO audit_chain_head (id, seq, last_hash) VALUES (1, 0, :h)"), {"h": "0" * 64}
+        )
+        connection.execute(text(f"GRANT SELECT, UPDATE ON audit_chain_head TO {role}"))
         connection.execute(text(f'GRANT USAGE ON ALL SEQUENCES IN SCHEMA "{schema}" TO {role}'))
     try:
         app = make_settings(

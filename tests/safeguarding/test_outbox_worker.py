@@ -62,7 +62,8 @@ def test_a_failing_step_does_not_stop_the_others(settings, record, smtp_server, 
     record(broken_tracker)
     handler = smtp_server(settings.smtp_port)
     report = worker.run_once(broken_tracker)
-    assert set(report.errors) == {"reconcile"}
+    # Only the steps that read the tracker store fail (retention too, once it is due: see worker.py).
+    assert {"reconcile"} <= set(report.errors) <= {"reconcile", "retention"}
     assert report.results["deliver"].sent == 2 and len(handler.messages) == 2
 
 

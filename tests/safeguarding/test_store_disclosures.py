@@ -291,6 +291,7 @@ def test_least_privilege_postgres_role_records_but_cannot_rewrite_the_audit_trai
         connection.execute(text(f'GRANT USAGE ON SCHEMA "{schema}" TO {role}'))
         connection.execute(text(f"GRANT SELECT, INSERT, UPDATE ON disclosures, outbox_messages TO {role}"))
         connection.execute(text(f"GRANT SELECT, INSERT ON audit_events TO {role}"))
+        connection.execute(text(f"GRANT SELECT, UPDATE ON audit_chain_head TO {role}"))  # the chain's head
         connection.execute(text(f'GRANT USAGE ON ALL SEQUENCES IN SCHEMA "{schema}" TO {role}'))
     try:
         app_url = make_url(postgres_url).set(username=role).render_as_string(hide_password=False)

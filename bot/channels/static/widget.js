@@ -15,9 +15,10 @@
  * Safety rules this file keeps:
  *   - Every piece of text (what people type, what the bot says) goes into the page with textContent.
  *     Nothing is ever parsed as HTML: there is no innerHTML, insertAdjacentHTML or document.write here.
- *   - The only request is to this widget's own server (the "webhook" next to this file); no cookies, no
- *     referrer, no third parties, no tracking.
- *   - The only thing stored is a random conversation id, in sessionStorage: it ends when the tab closes.
+ *   - The only requests are to this widget's own server (its "conversation" and "webhook", next to this
+ *     file); no cookies, no referrer, no third parties, no tracking.
+ *   - The only thing stored is the conversation id the server issued (random, signed by the server so a page
+ *     cannot pick someone else's), in sessionStorage: it ends when the tab closes.
  */
 (function () {
   "use strict";
@@ -34,6 +35,7 @@
     school: script.getAttribute("data-school") || "",
     mountId: script.getAttribute("data-mount") || "",
     webhook: new URL("webhook", base).href,
+    conversation: new URL("conversation", base).href,
     stylesheet: new URL("widget.css", base).href,
     storageKey: "schoolguide-sender-" + variant,
   };
@@ -110,32 +112,61 @@
   }
 
   // ---- The conversation id (sessionStorage only: per tab, gone when the tab closes) -----------------
+  // The server issues it (POST "conversation") and signs it; the widget only keeps it and sends it back.
 
   var memorySender = null;
 
-  function randomId() {
-    var bytes = new Uint8Array(16);
-    window.crypto.getRandomValues(bytes);
-    return Array.prototype.map
-      .call(bytes, function (b) {
-        return ("0" + b.toString(16)).slice(-2);
-      })
-      .join("");
+  function storedId() {
+    try {
+      return window.sessionStorage.getItem(config.storageKey) || memorySender;
+    } catch (e) {
+      return memorySender; // storage switched off: the id lives in memory for this page only
+    }
   }
 
-  function senderId() {
+  function keepId(id) {
+    memorySender = id;
     try {
-      var stored = window.sessionStorage.getItem(config.storageKey);
-      if (!stored) {
-        stored = randomId();
-        window.sessionStorage.setItem(config.storageKey, stored);
+      if (id) {
+        window.sessionStorage.setItem(config.storageKey, id);
+      } else {
+        window.sessionStorage.removeItem(config.storageKey);
       }
-      return stored;
     } catch (e) {
-      // Storage switched off: keep the id in memory for this page only.
-      memorySender = memorySender || randomId();
-      return memorySender;
+      // storage switched off: memorySender holds it
     }
+  }
+
+  function request(url, body) {
+    return window.fetch(url, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify(body),
+      credentials: "omit",
+      referrerPolicy: "no-referrer",
+      cache: "no-store",
+    });
+  }
+
+  function conversationId() {
+    var id = storedId();
+    if (id) {
+      return Promise.resolve(id);
+    }
+    return request(config.conversation, {})
+      .then(function (response) {
+        if (!response.ok) {
+          throw new Error("HTTP " + response.status);
+        }
+        return response.json();
+      })
+      .then(function (data) {
+        if (!data || typeof data.sender !== "string") {
+          throw new Error("unexpected conversation id");
+        }
+        keepId(data.sender);
+        return data.sender;
+      });
   }
 
   // ---- Building the widget ----------------------------------------------------------------------------
@@ -309,22 +340,28 @@
 
   // ---- Talking to the server -------------------------------------------------------------------------
 
-  function post(text) {
-    return window
-      .fetch(config.webhook, {
-        method: "POST",
-        headers: { "Content-Type": "application/json" },
-        body: JSON.stringify({ sender: senderId(), message: text, metadata: { school: config.school } }),
-        credentials: "omit",
-        referrerPolicy: "no-referrer",
-        cache: "no-store",
-      })
-      .then(function (response) {
-        if (!response.ok) {
-          throw new Error("HTTP " + response.status);
+  // Sends one message. If the server no longer knows the id (its key changed), it says so with
+  // code "new_conversation": the widget then gets a new id and sends the same message once more.
+  function post(text, retried) {
+    return conversationId().then(function (id) {
+      return request(config.webhook, { sender: id, message: text, metadata: { school: config.school } }).then(
+        function (response) {
+          if (response.ok) {
+            return response.json();
+          }
+          if (response.status !== 400 || retried) {
+            throw new Error("HTTP " + response.status);
+          }
+          return response.json().then(function (problem) {
+            if (!problem || problem.code !== "new_conversation") {
+              throw new Error("HTTP 400");
+            }
+            keepId(null);
+            return post(text, true);
+          });
         }
-        return response.json();
-      });
+      );
+    });
   }
 
   function start(mount) {
@@ -436,6 +473,7 @@
     }
 
     function leave() {
+      memorySender = null;
       try {
         window.sessionStorage.clear();
       } catch (e) {

@@ -25,6 +25,8 @@ from bot.baseline import PolicySearch
 from bot.knowledge import KnowledgeBase, get_knowledge
 from bot.knowledge.text import normalise
 from bot.settings import AUDIENCES, get_settings
+from bot.spread import load_spread, recipe_fingerprint
+from bot.spread import render_markdown as spread_markdown
 
 logger = logging.getLogger(__name__)
 
@@ -143,7 +145,11 @@ def bm25_scores(kb: KnowledgeBase, questions: list[HeldOutQuestion]) -> PolicySc
 
 
 def _model_parser(model: Path) -> Callable[[str], dict]:
+    import structlog
     from rasa.core.agent import Agent
+
+    # Unconfigured, structlog prints Rasa's debug events, each held-out sentence among them, to stdout.
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
 
     agent = Agent.load(str(model))
     loop = asyncio.new_event_loop()
@@ -194,9 +200,9 @@ def gate_failures(results: dict) -> list[str]:
     a, b, d = results["assistant"], results["bm25"], results["detection"]
     failures = []
     if a["accuracy"] < GATES["topic_accuracy"]:
-        failures.append(f"topic accuracy {a['accuracy']:.1%} < {GATES['topic_accuracy']:.0%}")
+        failures.append(f"topic accuracy {a['accuracy']:.1%} < {GATES['topic_accuracy']:.1%}")
     if a["grounding"] < GATES["grounding"]:
-        failures.append(f"grounding {a['grounding']:.1%} < {GATES['grounding']:.0%}")
+        failures.append(f"grounding {a['grounding']:.1%} < {GATES['grounding']:.1%}")
     if a["accuracy"] <= b["accuracy"] + 0.2 or a["grounding"] <= b["grounding"] + 0.2:
         failures.append("the assistant does not beat the BM25 baseline by a wide margin (20 points)")
     if d["recall"] < GATES["disclosure_recall"]:
@@ -220,12 +226,12 @@ def render_markdown(results: dict) -> str:
         "",
         "| measure | assistant | BM25 baseline | gate |",
         "| --- | --- | --- | --- |",
-        f"| topic accuracy | {a['accuracy']:.1%} | {b['accuracy']:.1%} | >= {GATES['topic_accuracy']:.0%} |",
+        f"| topic accuracy | {a['accuracy']:.1%} | {b['accuracy']:.1%} | >= {GATES['topic_accuracy']:.1%} |",
         f"| grounding (right clauses for that school) | {a['grounding']:.1%} | {b['grounding']:.1%} "
-        f"| >= {GATES['grounding']:.0%} |",
+        f"| >= {GATES['grounding']:.1%} |",
         f"| disclosure recall (development held-out) | {d['recall']:.1%} | - | 100% |",
         f"| false escalations | {d['false_escalation_rate']:.1%} | - "
-        f"| <= {GATES['false_escalation_rate']:.0%} |",
+        f"| <= {GATES['false_escalation_rate']:.1%} |",
     ]
     sealed = results.get("detection_sealed") or {}
     for name, s in sealed.items():
@@ -244,11 +250,10 @@ def render_markdown(results: dict) -> str:
         "or the earlier rounds and is never tuned against; the newest round's score is the honest measure of",
         "recall on new wording (an older round's misses have been seen, so it is no longer first sight).",
         "",
-        "## Topic accuracy by audience",
-        "",
-        "| audience | accuracy |",
-        "| --- | --- |",
     ]
+    home = get_settings().home
+    lines += spread_markdown(load_spread(home), GATES, recipe_fingerprint(home))
+    lines += ["## Topic accuracy by audience", "", "| audience | accuracy |", "| --- | --- |"]
     lines += [f"| {aud} | {acc:.1%} |" for aud, acc in a.get("by_audience", {}).items()]
     lines += ["", "## Topics not reached by any held-out question of an audience", ""]
     lines += [f"- {t} ({aud}): {n} asked" for t, aud, n in unreachable] or [
@@ -298,11 +303,11 @@ def _run(args: argparse.Namespace) -> int:
     if not model.exists():
         print(f"no trained model at {model}: run `make train` first")
         return 2
-    results = run_eval(model, settings.home / HELDOUT_DIR, settings.home / "reports")
+    results = run_eval(model, settings.home / HELDOUT_DIR, args.report_dir or settings.home / "reports")
     for line in _summary(results):
         print(line)
     failures = gate_failures(results)
-    print("report: reports/eval.md")
+    print(f"report: {args.report_dir or 'reports'}/eval.md")
     if failures:
         print("quality gate FAILED: " + "; ".join(failures))
         return 1 if args.gate else 0
@@ -314,4 +319,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("eval", help="evaluate the trained model on the held-out sets")
     parser.add_argument("--model", type=Path, help="model to evaluate (default: the current one)")
     parser.add_argument("--gate", action="store_true", help="exit 1 when a quality target is missed")
+    parser.add_argument("--report-dir", type=Path, help="where eval.md and eval.json go (default: reports)")
     parser.set_defaults(func=_run)

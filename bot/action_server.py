@@ -12,7 +12,8 @@ one event loop (reports/bench.md, the warm-up and c1 maxima).
 
 It listens on ``SCHOOLGUIDE_BIND_HOST`` (default 127.0.0.1; ``--interface`` overrides it) rather than Rasa
 SDK's 0.0.0.0, and answers only requests carrying the shared secret (bot/action_auth.py), attached through
-Rasa SDK's own plugin hook for Sanic extensions.
+Rasa SDK's own plugin hook for Sanic extensions. The same hook bounds request bodies to
+``MAX_ACTION_REQUEST_BYTES`` instead of Sanic's 100 MB; a bigger one gets 413 without being read.
 
 Usage (as ``schoolguide run`` starts it):
 ``python -m bot.action_server --interface 127.0.0.1 --actions actions --port 5055``.
@@ -33,6 +34,13 @@ logger = logging.getLogger("bot.action_server")  # not "__main__" under python -
 
 # Frameworks the actions never use; thinc imports them only if they can be imported.
 NOT_IN_ACTION_SERVER = ("tensorflow", "jax", "torch")
+# The largest body the action server reads. Only the Rasa server gets this far (the secret is checked before
+# a body is read), and it sends the domain (~9 KB) and the whole current session's tracker, which grows with
+# the conversation: ~15 KB for one turn, ~1.7 MB for a busy hour (300 turns of 200 characters), ~8 MB for 300
+# turns of 2,000 non-ASCII characters (JSON-escaped), measured in tests/security/test_request_size.py. A
+# refused call loses that action's reply (the worker still reconciles a disclosure from the tracker store),
+# so the bound is generous: twice the heaviest case measured, and well below Sanic's default of 100 MB.
+MAX_ACTION_REQUEST_BYTES = 16 * 1024 * 1024
 
 
 def block_unused_frameworks() -> list[str]:
@@ -66,9 +74,28 @@ def warm_up() -> bool:
     return True
 
 
+def bound_request_size(app) -> None:
+    """Read no body over ``MAX_ACTION_REQUEST_BYTES`` (``SANIC_REQUEST_MAX_SIZE`` overrides it); answer 413.
+
+    Sanic refuses such a body on its Content-Length before reading it; without the handler below, Rasa SDK's
+    catch-all exception handler would turn that into a 500 with an error and a traceback in the log."""
+    from sanic import response
+    from sanic.exceptions import PayloadTooLarge
+
+    if not os.environ.get("SANIC_REQUEST_MAX_SIZE"):  # an operator's explicit choice wins
+        app.config.REQUEST_MAX_SIZE = MAX_ACTION_REQUEST_BYTES
+
+    @app.exception(PayloadTooLarge)
+    async def _too_large(request, exception):  # noqa: ARG001
+        logger.warning("refused %s %.80s: the body is over %d bytes", request.method, request.path,
+                       app.config.REQUEST_MAX_SIZE)  # fmt: skip
+        return response.json({"error": "the request body is too large"}, status=413)
+
+
 def install_secret_check(secret: str) -> None:
-    """Register the secret check as a Rasa SDK plugin: its ``attach_sanic_app_extensions`` hook is called on
-    the app Rasa SDK is about to serve (rasa_sdk/endpoint.py run())."""
+    """Register the secret check (and the request size bound) as a Rasa SDK plugin: its
+    ``attach_sanic_app_extensions`` hook is called on the app Rasa SDK is about to serve (rasa_sdk/endpoint.py
+    run())."""
     import pluggy
     from rasa_sdk.plugin import plugin_manager
 
@@ -80,6 +107,7 @@ def install_secret_check(secret: str) -> None:
         @hookimpl
         def attach_sanic_app_extensions(self, app) -> None:
             require_secret(app, secret)
+            bound_request_size(app)
 
     plugin_manager().register(SecretPlugin(), name="schoolguide-action-secret")
 

@@ -19,15 +19,21 @@ cleans every message before NLU (lone surrogates, control characters, metadata n
 instead of letting Rasa's channel log it and answer ``[]``: a possible disclosure gets an encrypted record
 and the safe reply, anything else an apology. A disclosure that arrives before the model has loaded is
 recorded and answered too; other messages then keep Rasa's empty answer, which start-up probes wait on.
+
+And it bounds request bodies (``bound_request_size``): Sanic reads a whole body, up to its default 100 MB,
+before any handler (and so any channel's own size check) runs. The server's ``REQUEST_MAX_SIZE`` is set
+just above the largest body an enabled channel accepts, so a bigger one gets 413 from Sanic, on its
+``Content-Length``, without being read. ``SANIC_REQUEST_MAX_SIZE`` in the environment overrides it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
 import traceback
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from typing import Any
 
@@ -213,10 +219,81 @@ def apply_safety_net() -> None:
         Agent.handle_message = _handle_message_safely
 
 
+# --- request size: nothing bigger than a channel accepts is read ------------------------------------------
+
+# Slack and Teams bodies are signed by the platform and have no limit of their own in SchoolGuide (Slack cuts
+# the text to 10,000 characters after reading it). A Slack message holds up to 40,000 characters, sent twice
+# (text and rich-text blocks) and JSON-escaped at worst (\uXXXX, 6 bytes): about 480 KB; a Teams message is
+# capped near 28 KB. 1 MiB covers both with room for the rest of the event.
+PLATFORM_BODY_BYTES = 1024 * 1024
+# "Just above": a body a little over a channel's own limit still gets that channel's clearer 413.
+BODY_MARGIN_BYTES = 4 * 1024
+_ORIGINAL_CONFIGURE_APP: Any = None
+
+
+def channel_body_limits() -> dict[str, int]:
+    """The largest body each channel accepts, by channel name (bot/channels/validation.py)."""
+    from bot.channels.validation import MAX_REST_BODY_BYTES, MAX_WIDGET_BODY_BYTES
+
+    return {
+        "rest": MAX_REST_BODY_BYTES,
+        "website": MAX_WIDGET_BODY_BYTES,
+        "pupil": MAX_WIDGET_BODY_BYTES,
+        "slack": PLATFORM_BODY_BYTES,
+        "teams": PLATFORM_BODY_BYTES,
+    }
+
+
+def request_max_size(channel_names: Iterable[str]) -> int:
+    """Sanic's ``REQUEST_MAX_SIZE`` for a server with these channels: just above the largest body any of them
+    accepts (an unknown channel counts as a platform one). With no channel only small requests remain."""
+    limits = channel_body_limits()
+    largest = max((limits.get(name, PLATFORM_BODY_BYTES) for name in channel_names), default=0)
+    return max(largest, limits["rest"]) + BODY_MARGIN_BYTES
+
+
+def _configure_app_bounded(input_channels: Any = None, *args: Any, **kwargs: Any) -> Any:
+    app = _ORIGINAL_CONFIGURE_APP(input_channels, *args, **kwargs)
+    if os.environ.get("SANIC_REQUEST_MAX_SIZE"):  # an operator's explicit choice (Sanic has read it)
+        return app
+    app.config.REQUEST_MAX_SIZE = request_max_size(channel.name() for channel in input_channels or ())
+    logger.info("request bodies are read up to %d bytes", app.config.REQUEST_MAX_SIZE)
+    _answer_too_large_as_json(app)
+    return app
+
+
+def _answer_too_large_as_json(app: Any) -> None:
+    """Sanic's own 413 in the channels' error shape (``{"error": ...}``)."""
+    from sanic import response
+    from sanic.exceptions import PayloadTooLarge
+
+    @app.exception(PayloadTooLarge)
+    async def _too_large(request: Any, exception: Any) -> Any:  # noqa: ARG001
+        limit_kb = app.config.REQUEST_MAX_SIZE // 1024
+        return response.json(
+            {"error": f"the body is too large (at most {limit_kb} KB)"},
+            status=413,
+        )
+
+
+def bound_request_size() -> None:
+    """Set the Rasa server's Sanic ``REQUEST_MAX_SIZE`` from the channels it serves (idempotent).
+
+    ``rasa.core.run.serve_application`` builds the app with ``configure_app`` (which knows the channels from
+    the credentials file) and then runs it; Sanic reads the limit per connection, so setting it here holds."""
+    global _ORIGINAL_CONFIGURE_APP
+    import rasa.core.run
+
+    if rasa.core.run.configure_app is not _configure_app_bounded:
+        _ORIGINAL_CONFIGURE_APP = rasa.core.run.configure_app
+        rasa.core.run.configure_app = _configure_app_bounded
+
+
 def main(argv: list[str] | None = None) -> None:
     install_log_redaction("rasa")  # no message text in any log (bot/logging_filters.py)
     apply_speedups()
     apply_safety_net()
+    bound_request_size()
     from rasa.__main__ import main as rasa_main
 
     sys.argv = ["rasa", *(sys.argv[1:] if argv is None else argv)]

@@ -28,6 +28,9 @@ MODEL_PREFIX = "schoolguide-"
 TRAINING_INPUTS = ("config.yml", "domain.yml", "data")
 # Rasa's SQL tracker store, redacting disclosures once they are committed (bot/safeguarding/redaction.py).
 TRACKER_STORE_TYPE = "bot.safeguarding.tracker_store.RedactingTrackerStore"
+GENERATED_HEADER = "# Written by `schoolguide run` from the settings; edit the settings, not this file.\n"
+# What to open on each channel (mounted at /webhooks/<name>/): the widgets' pages, the others' webhooks.
+CHANNEL_ENTRY_PATHS = {"rest": "webhook", "website": "", "pupil": "", "slack": "webhook", "teams": "webhook"}
 
 
 def training_fingerprint(settings: Settings) -> str:
@@ -122,7 +125,7 @@ def rasa_env(settings: Settings) -> dict[str, str]:
 
 def write_endpoints(settings: Settings) -> Path:
     """Write the endpoints Rasa uses (action server, tracker store) from the settings into var/."""
-    from bot.safeguarding.file_modes import private_dir
+    from bot.safeguarding.file_modes import ENDPOINTS_FILE_NAME, private_dir, write_private
 
     url = urlsplit(settings.tracker_database_url)
     dialect = url.scheme.split("+")[0]
@@ -148,15 +151,10 @@ def write_endpoints(settings: Settings) -> Path:
         },
         "tracker_store": {k: v for k, v in tracker.items() if v is not None},
     }
-    path = settings.var_dir / "endpoints.yml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Created private (it holds the action server secret and maybe a database password), never world-readable.
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write("# Written by `schoolguide run` from the settings; edit the settings, not this file.\n"
-                     + yaml.safe_dump(endpoints, sort_keys=False))  # fmt: skip
-    path.chmod(0o600)  # a file from an older release keeps its mode through O_TRUNC
-    return path
+    # Owner-only from the first byte: it holds the action server secret and maybe a database password.
+    return write_private(
+        settings.var_dir / ENDPOINTS_FILE_NAME, GENERATED_HEADER + yaml.safe_dump(endpoints, sort_keys=False)
+    )
 
 
 def _client_host(bind_host: str) -> str:
@@ -169,15 +167,13 @@ def _client_host(bind_host: str) -> str:
 def write_credentials(settings: Settings) -> Path:
     """Write the input channels Rasa serves into var/, from the settings (secrets never live in git)."""
     from bot.channels import credentials
+    from bot.safeguarding.file_modes import CREDENTIALS_FILE_NAME, write_private
 
-    path = settings.var_dir / "credentials.yml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(
-        "# Written by `schoolguide run` from the settings; edit the settings, not this file.\n"
-        + yaml.safe_dump(credentials(settings), sort_keys=False)
+    # Owner-only from the first byte: it holds the channel secrets and the REST token.
+    return write_private(
+        settings.var_dir / CREDENTIALS_FILE_NAME,
+        GENERATED_HEADER + yaml.safe_dump(credentials(settings), sort_keys=False),
     )
-    path.chmod(0o600)
-    return path
 
 
 def server_commands(settings: Settings, model: Path) -> dict[str, list[str]]:
@@ -195,20 +191,43 @@ def server_commands(settings: Settings, model: Path) -> dict[str, list[str]]:
     }  # fmt: skip
 
 
+def enabled_channels(settings: Settings) -> list[str]:
+    """The names of the channels the Rasa server serves (those in var/credentials.yml), in that order."""
+    import importlib
+
+    from bot.channels import credentials
+
+    names = []
+    for class_path in credentials(settings):
+        module, _, cls = class_path.rpartition(".")
+        names.append(getattr(importlib.import_module(module), cls).name())
+    return names
+
+
+def startup_banner(settings: Settings) -> str:
+    """What ``schoolguide run`` prints: the address of each channel that is on, and only those."""
+    base = f"http://{_client_host(settings.bind_host)}:{settings.rasa_port}/webhooks"
+    urls = [
+        f"{name} {base}/{name}/{CHANNEL_ENTRY_PATHS.get(name, '')}" for name in enabled_channels(settings)
+    ]
+    return (
+        f"SchoolGuide is starting: {', '.join(urls) or 'no channels'} (actions on {settings.action_port}). "
+        "Press Ctrl-C to stop."
+    )
+
+
 def run_servers(settings: Settings, model: Path) -> int:
     """Run both servers in the foreground; Ctrl-C (or either one dying) stops both."""
     from bot.doctor import log_findings  # what is missing for a real deployment, logged at every start
+    from bot.safeguarding.file_modes import secure_runtime_files
 
     log_findings(settings)
+    secure_runtime_files(settings)  # files an older release left wider are private before anything starts
     procs: dict[str, subprocess.Popen] = {}
     for name, cmd in server_commands(settings, model).items():
         logger.info("starting %s: %s", name, " ".join(cmd))
         procs[name] = subprocess.Popen(cmd, cwd=settings.home, env=rasa_env(settings), start_new_session=True)
-    print(
-        f"SchoolGuide is starting: REST webhook http://localhost:{settings.rasa_port}/webhooks/rest/webhook "
-        f"(actions on {settings.action_port}). Press Ctrl-C to stop.",
-        flush=True,
-    )
+    print(startup_banner(settings), flush=True)
     stopping = False
 
     def _stop(signum, frame):  # noqa: ARG001

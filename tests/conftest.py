@@ -11,6 +11,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -130,11 +131,12 @@ def e2e():
     """Helpers for tests that start their own servers."""
     from types import SimpleNamespace
 
-    return SimpleNamespace(free_port=free_port, wait_for=wait_for)
+    return SimpleNamespace(free_port=free_port, wait_for=wait_for, serve=serve)
 
 
-def _wait_until_up(url: str, proc: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + STARTUP_TIMEOUT
+def _wait_until_up(url: str, proc: subprocess.Popen, log: Path, timeout: float | None = None) -> None:
+    timeout = STARTUP_TIMEOUT if timeout is None else timeout
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"stack exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
@@ -144,7 +146,22 @@ def _wait_until_up(url: str, proc: subprocess.Popen, log: Path) -> None:
         except requests.RequestException:
             pass
         time.sleep(1)
-    raise RuntimeError(f"stack not up after {STARTUP_TIMEOUT}s:\n{log.read_text()[-4000:]}")
+    raise RuntimeError(f"stack not up after {timeout}s:\n{log.read_text()[-4000:]}")
+
+
+@contextmanager
+def serve(command: list[str], env: dict, log: Path, health_url: str, timeout: float | None = None):
+    """Run one server ``command`` in its own session (output to ``log``); yield the process once
+    ``health_url`` answers 200, and stop it (SIGTERM, then SIGKILL) afterwards."""
+    proc = subprocess.Popen(
+        command, cwd=PROJECT_ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        _wait_until_up(health_url, proc, log, timeout)
+        yield proc
+    finally:
+        stop_stack(proc, signal.SIGTERM, 20)
 
 
 def start_stack(project_root: Path, var_dir: Path, extra_env: dict | None = None):
@@ -188,11 +205,12 @@ def start_stack(project_root: Path, var_dir: Path, extra_env: dict | None = None
     return stack, proc
 
 
-def stop_stack(proc: subprocess.Popen) -> None:
+def stop_stack(proc: subprocess.Popen, sig: int = signal.SIGINT, timeout: float = 30) -> None:
+    """Stop ``proc``'s process group with ``sig`` (SIGKILL after ``timeout`` seconds)."""
     if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGINT)
+        os.killpg(proc.pid, sig)
         try:
-            proc.wait(timeout=30)
+            proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()

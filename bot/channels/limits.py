@@ -136,3 +136,12 @@ def _shared(per_sender: int, per_ip: int) -> WebLimits:
 def shared_limits(settings: Settings) -> WebLimits:
     """One set of limits per process, shared by the REST and widget channels (one address, one budget)."""
     return _shared(settings.rate_limit_per_sender, settings.rate_limit_per_ip)
+
+
+def platform_too_many_reply(retry_after: int) -> str:
+    """What a Slack or Teams user is told, once a minute, when their messages are over the limit."""
+    return (
+        "You have sent a lot of messages in the last minute, so I have not read your last one. "
+        f"Please send it again in about {retry_after} seconds. If a child may be at risk, speak to your "
+        "DSL now."
+    )

@@ -5,7 +5,10 @@ What the client may not decide:
 * the conversation: the sender is namespaced by the server (``rest-<sender>``), so no REST request can reach
   a widget (``website-…``, ``pupil-…``), Slack (``slack:…``) or Teams (``teams:…``) conversation;
 * the channel: a client's ``input_channel`` is ignored; it is always ``rest``;
-* anything but ``school`` and ``audience`` in the metadata (at most 16 KB, shallow: 413/400 otherwise).
+* anything but ``school`` and ``audience`` in the metadata (at most 16 KB, shallow: 413/400 otherwise). A
+  refused body that may hold a disclosure still gets the safe reply and one record
+  (:func:`bot.channels.web.refuse_or_salvage`); only a valid top-level string ``metadata.school`` and
+  ``metadata.audience`` are recorded with it.
 
 Who may talk: with ``SCHOOLGUIDE_REST_TOKEN`` set, only requests with ``Authorization: Bearer <token>`` (401
 otherwise, before the body is parsed). Without a token the channel is open only while the server binds to
@@ -30,8 +33,15 @@ from sanic.request import Request
 from sanic.response import HTTPResponse
 
 from bot.channels.limits import WebLimits, client_address, is_loopback, shared_limits
-from bot.channels.validation import MAX_REST_BODY_BYTES, Rejection, clean_text, read_message
-from bot.channels.web import hand_over, refuse, too_many
+from bot.channels.validation import (
+    MAX_REST_BODY_BYTES,
+    Rejection,
+    TopLevel,
+    clean_text,
+    read_message,
+    sender_problem,
+)
+from bot.channels.web import Speaker, hand_over, refuse, refuse_or_salvage, too_many
 from bot.settings import Settings, get_settings
 
 SENDER_PREFIX = "rest-"
@@ -64,6 +74,17 @@ def rest_metadata(metadata: Any) -> dict[str, str]:
         for key in ("school", "audience")
         if isinstance(value := metadata.get(key), str)
     }
+
+
+def refused_speaker(scanned: TopLevel) -> Speaker | None:
+    """Who sent a refused REST body: the namespaced sender, and a known school and audience or None."""
+    from bot.safeguarding.failsafe import conversation_context
+
+    sender = scanned.fields.get("sender")
+    if sender_problem(sender):
+        return None
+    school, audience = conversation_context(rest_metadata(scanned.metadata))
+    return Speaker(rest_sender(sender), school, audience)
 
 
 class ValidatingRestInput(RestInput):
@@ -106,11 +127,18 @@ class ValidatingRestInput(RestInput):
             if refusal is not None:
                 return refusal
             body = read_message(request.body, MAX_REST_BODY_BYTES)
+            limits = self.limits or shared_limits(get_settings())
             if isinstance(body, Rejection):
-                return refuse(body.status, body.error, {})
+                return await refuse_or_salvage(
+                    body,
+                    request.body,
+                    {},
+                    channel=self.name(),
+                    identify=refused_speaker,
+                    limit=lambda sender, text: limits.message(sender, client_address(request), text),
+                )
             sender = rest_sender(body.get("sender"))
             text = body["message"]
-            limits = self.limits or shared_limits(get_settings())
             retry_after = limits.message(sender, client_address(request), text)
             if retry_after:
                 return too_many(retry_after, {})

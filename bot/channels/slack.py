@@ -5,9 +5,10 @@ Staff talk to SchoolGuide by direct message or by @-mentioning it in a channel. 
 
 * posts replies to a configurable Web API base URL (``SCHOOLGUIDE_SLACK_API_BASE_URL``; tests point it at a
   local server standing in for Slack);
-* checks Slack's request signature on every request before reading the body (HMAC-SHA256 over
-  ``v0:<timestamp>:<body>`` with the signing secret, timestamp within five minutes) and answers a missing,
-  forged or stale signature with **401**; a signing secret is required to start at all;
+* checks Slack's request signature on every request before reading the body, with slack_sdk's
+  ``SignatureVerifier`` (HMAC-SHA256 over ``v0:<timestamp>:<body>`` with the signing secret, timestamp within
+  five minutes of now either way) and answers a missing, forged or stale signature, or a body that is not
+  UTF-8 and so cannot be checked, with **401**; a signing secret is required to start at all;
 * answers every event exactly once: Slack re-sends an event (with ``X-Slack-Retry-Num``) when it did not see
   our 200 in time, and the stock connector only ignores retries whose reason is ``http_timeout``. Here every
   event's ``event_id`` (and the message's channel + ``ts``, since one message can arrive as two events) is
@@ -18,6 +19,13 @@ Staff talk to SchoolGuide by direct message or by @-mentioning it in a channel. 
   (the first delivery was lost) is processed, once;
 * marks every message as coming from staff: metadata ``{"audience": "staff", "school": <default school>,
   "channel": "slack"}`` (a Slack workspace is the school's staff);
+* treats the text like the web channels do (:mod:`bot.channels.validation`): lone surrogates and control
+  characters cleaned, cut to 10,000 characters (cut, not refused: a long disclosure still reaches the
+  detector);
+* limits each person to ``SCHOOLGUIDE_RATE_LIMIT_PER_SENDER`` messages a minute, with the web channels'
+  limiter (:mod:`bot.channels.limits`), whose disclosure exemption lets a message that may be a disclosure
+  through (once per person per minute). A refused message is acknowledged (200, ``X-Slack-No-Retry``) and
+  the first one in a minute gets a reply saying to send it again shortly;
 * answers ``url_verification`` with the challenge, ignores bots (including itself), edits, deletions and
   joins, and answers a body that is not valid JSON (or not an object) with 400 instead of a server error.
 
@@ -30,18 +38,17 @@ logged, never raised into the dialogue engine.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import json
 import logging
-import time
 from collections.abc import Awaitable, Callable, Mapping
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qs
 
+from cachetools import TTLCache
 from rasa.core.channels.channel import InputChannel, OutputChannel, UserMessage
 from rasa.core.channels.slack import SlackBot, SlackInput
+from rasa.shared.exceptions import InvalidConfigException
 from sanic import Blueprint, response
 from sanic.request import Request
 from sanic.response import HTTPResponse
@@ -50,16 +57,19 @@ from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
     AsyncRateLimitErrorRetryHandler,
 )
+from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.channels.dedupe import RECENT_EVENTS, EventDeduplicator, RecentKeys
-from bot.channels.validation import MAX_MESSAGE_CHARS
-from bot.settings import Settings
+from bot.channels.limits import PERIOD_SECONDS, WebLimits, platform_too_many_reply, shared_limits
+from bot.channels.validation import cut_message
+from bot.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_API_BASE_URL = "https://slack.com/api/"
-# Slack's own rule: reject requests whose timestamp is more than five minutes from now (replays).
+# Slack's rule, which slack_sdk's SignatureVerifier applies (fixed): a request whose timestamp is more than
+# five minutes from now is refused (a replay). Here only to say why in the log.
 SIGNATURE_MAX_AGE_SECONDS = 5 * 60
 SENDER_PREFIX = "slack:"
 # Slack truncates a message's text at 40,000 characters and advises keeping it under 4,000.
@@ -79,33 +89,37 @@ def normalise_base_url(url: str | None) -> str:
 # --- Request signatures --------------------------------------------------------------------------------
 
 
-def slack_signature(signing_secret: str, timestamp: str, body: bytes) -> str:
-    """The ``X-Slack-Signature`` value Slack sends for ``body`` at ``timestamp`` (signature version v0)."""
-    base = b"v0:" + timestamp.encode("utf-8") + b":" + body
-    return "v0=" + hmac.new(signing_secret.encode("utf-8"), base, hashlib.sha256).hexdigest()
-
-
 def signature_problem(
-    signing_secret: str,
+    verifier: SignatureVerifier,
     timestamp: str | None,
     signature: str | None,
     body: bytes,
-    now: float | None = None,
 ) -> str | None:
-    """Why a request is not authentically from Slack, or None when its signature checks out."""
-    if not signing_secret:
-        return "no signing secret is configured"
+    """Why a request is not authentically from Slack, or None when ``verifier`` (slack_sdk's) accepts it.
+
+    slack_sdk decides (HMAC-SHA256 over ``v0:<timestamp>:<body>``, constant-time comparison, timestamp
+    within five minutes either way). The checks before it turn what would make it raise into a refusal: a
+    timestamp that is not a number (``int()`` raises), a body that is not UTF-8 (it decodes ``bytes``
+    strictly; Slack only sends UTF-8, so such a body cannot be verified) and a non-ASCII signature
+    (``hmac.compare_digest`` raises on non-ASCII ``str``). The reasons after it are only for the log.
+    """
     if not timestamp or not signature:
         return "missing X-Slack-Request-Timestamp or X-Slack-Signature"
     try:
         sent_at = int(timestamp)
     except ValueError:
         return "X-Slack-Request-Timestamp is not a number"
-    if abs((time.time() if now is None else now) - sent_at) > SIGNATURE_MAX_AGE_SECONDS:
+    if not signature.isascii():
+        return "X-Slack-Signature is not a v0 signature"
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        return "the body is not UTF-8, so its signature cannot be checked"
+    if verifier.is_valid(body, timestamp, signature):
+        return None
+    if abs(verifier.clock.now() - sent_at) > SIGNATURE_MAX_AGE_SECONDS:
         return "X-Slack-Request-Timestamp is more than five minutes from now (possible replay)"
-    if not hmac.compare_digest(slack_signature(signing_secret, timestamp, body), signature):
-        return "X-Slack-Signature does not match the body"
-    return None
+    return "X-Slack-Signature does not match the body"
 
 
 # --- Output ---------------------------------------------------------------------------------------------
@@ -256,6 +270,11 @@ def _no_retry(text: str = "") -> HTTPResponse:
     return response.text(text, status=HTTPStatus.OK, headers={"X-Slack-No-Retry": "1"})
 
 
+def message_text(text: str) -> str:
+    """What the dialogue engine gets (see ``cut_message``)."""
+    return cut_message(text, "Slack")
+
+
 class SchoolGuideSlackInput(SlackInput):
     """The ``slack`` channel (``/webhooks/slack/webhook``) for staff."""
 
@@ -285,10 +304,18 @@ class SchoolGuideSlackInput(SlackInput):
         proxy: str | None = None,
         recent_events: int = RECENT_EVENTS,
         dedupe_database_url: str | None = None,
+        limits: WebLimits | None = None,
     ) -> None:
         # The parent refuses to start without a signing secret (InvalidConfigException).
         super().__init__(slack_token, proxy=proxy, slack_signing_secret=slack_signing_secret)
+        try:
+            self.verifier = SignatureVerifier(slack_signing_secret)
+        except ValueError as exc:  # a secret of spaces only
+            raise InvalidConfigException(f"the Slack signing secret is not usable: {exc}") from None
         self.api_base_url = normalise_base_url(api_base_url)
+        # None: the process-wide per-sender limit the web channels use (SCHOOLGUIDE_RATE_LIMIT_PER_SENDER).
+        self.limits = limits
+        self._told_to_wait: TTLCache = TTLCache(maxsize=RECENT_EVENTS, ttl=PERIOD_SECONDS)
         self.default_school = default_school
         # Without a database URL, only this process remembers what it answered.
         self.dedupe = EventDeduplicator("slack", dedupe_database_url, capacity=recent_events)
@@ -308,7 +335,7 @@ class SchoolGuideSlackInput(SlackInput):
 
     def _signature_problem(self, request: Request) -> str | None:
         return signature_problem(
-            self.slack_signing_secret,
+            self.verifier,
             _header(request, "X-Slack-Request-Timestamp"),
             _header(request, "X-Slack-Signature"),
             request.body or b"",
@@ -331,15 +358,34 @@ class SchoolGuideSlackInput(SlackInput):
     ) -> None:
         """Hand the message to Rasa in the background (Slack wants its 200 within three seconds)."""
         message = UserMessage(
-            text[:MAX_MESSAGE_CHARS],
+            text,
             self.get_output_channel(channel, thread_id),
             SENDER_PREFIX + user,
             input_channel=self.name(),
             metadata=self._metadata(channel, thread_id, users),
         )
-        task = asyncio.create_task(on_new_message(message))
+        self._background(on_new_message(message))
+
+    def _background(self, coro: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coro)
         self._background_tasks.add(task)
         task.add_done_callback(self._task_done)
+
+    def _over_limit(self, user: str, text: str, channel: str, thread_id: str | None) -> bool:
+        """Whether the sender is over the per-sender limit, as on the web channels (bot/channels/limits.py:
+        a message that may be a disclosure still goes through, once per sender per minute). The first
+        refused message in a minute gets a reply saying so; later ones are only acknowledged."""
+        sender = SENDER_PREFIX + user
+        limits = self.limits or shared_limits(get_settings())
+        retry_after = limits.message(sender, None, text)
+        if not retry_after:
+            return False
+        logger.warning("Slack: %s is over the message rate limit; not handled", sender)
+        if sender not in self._told_to_wait:
+            self._told_to_wait[sender] = True
+            out = self.get_output_channel(channel, thread_id)
+            self._background(out.send_text_message(sender, platform_too_many_reply(retry_after)))
+        return True
 
     def _task_done(self, task: asyncio.Task) -> None:
         self._background_tasks.discard(task)
@@ -399,13 +445,15 @@ class SchoolGuideSlackInput(SlackInput):
             )
             return _no_retry("Already handled.")
 
-        text = self._sanitize_user_message(text, bot_users)
+        text = message_text(self._sanitize_user_message(text, bot_users))
         if not text:
             return response.text("Empty message; ignored.")
         thread_ts = event.get("thread_ts")
         if not isinstance(thread_ts, str):
             # Answer a channel @-mention in a thread under it; a direct message in the DM itself.
             thread_ts = ts if kind == "app_mention" and event.get("channel_type") != "im" else None
+        if self._over_limit(user, text, channel, thread_ts):
+            return _no_retry("Too many messages; not handled.")
         self._dispatch(on_new_message, text, user, channel, thread_ts, bot_users)
         return response.text("")
 
@@ -426,10 +474,13 @@ class SchoolGuideSlackInput(SlackInput):
         if await self.dedupe.is_repeat([f"action:{trigger}" if isinstance(trigger, str) else None]):
             return _no_retry("Already handled.")
         message = payload.get("message") if isinstance(payload.get("message"), Mapping) else {}
-        thread_ts = message.get("thread_ts")
-        self._dispatch(
-            on_new_message, text, user, channel, thread_ts if isinstance(thread_ts, str) else None, []
-        )
+        thread_ts = message.get("thread_ts") if isinstance(message.get("thread_ts"), str) else None
+        text = message_text(text)
+        if not text:
+            return response.text("")
+        if self._over_limit(user, text, channel, thread_ts):
+            return _no_retry("Too many messages; not handled.")
+        self._dispatch(on_new_message, text, user, channel, thread_ts, [])
         return response.text("")
 
     def blueprint(self, on_new_message: Callable[[UserMessage], Awaitable[Any]]) -> Blueprint:

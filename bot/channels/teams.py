@@ -12,15 +12,24 @@ Rasa 3.6's ``BotFrameworkInput`` cannot be used as it is:
   a malformed body with a server error.
 
 :class:`JwtValidator` does what the Bot Connector's authentication spec asks of a bot: the OpenID metadata
-document gives the ``jwks_uri`` and signing algorithms; keys are cached (refreshed daily, and at once when a
-token names a key we do not know, at most once a minute); the token must be signed with one of those keys
-(RS256), be issued by the Bot Framework (``https://api.botframework.com``; other issuers can be configured),
-be for this bot (``aud`` = app id), be in date (5 minutes' clock skew, as the spec allows), and, when it names
-a ``serviceurl``, name the one in the activity. Anything else is a 401 and nothing is processed.
+document gives the ``jwks_uri`` and signing algorithms; the keys are fetched and cached by PyJWT's
+``PyJWKClient`` (:class:`BotFrameworkKeys`: refreshed daily, and when a token names a key we do not know, at
+most once a minute; run in a worker thread, as it blocks; the last keys fetched are kept while a refresh
+fails); the token is checked by ``jwt.decode``: signed with one of those keys (RS256), issued by the Bot
+Framework (``https://api.botframework.com``; other issuers can be configured), for this bot (``aud`` = app
+id), in date (5 minutes' clock skew, as the spec allows), and, when it names a ``serviceurl``, naming the one
+in the activity. Anything else is a 401 and nothing is processed; no keys at all (Microsoft unreachable on
+the first request) is a 503.
 
 Every message from Teams is treated as coming from **staff** of the deployment's default school (metadata
 ``{"audience": "staff", "school": ..., "channel": "teams"}``): restrict who can install the app in the Teams
 admin centre (see docs/teams/README.md). The webhook is ``/webhooks/teams/webhook``.
+
+Message text is cleaned like the web channels' and cut to their 10,000 characters (as Slack's is), and each
+person is limited to ``SCHOOLGUIDE_RATE_LIMIT_PER_SENDER`` messages a minute by the web channels' limiter
+(:mod:`bot.channels.limits`), whose disclosure exemption lets a message that may be a disclosure through (once
+per person per minute); a refused message is acknowledged (200) and the first one in a minute gets a reply
+saying to send it again shortly.
 
 An activity the Bot Framework delivers again is answered once: its (conversation id, activity id) is
 remembered in memory and, given ``dedupe_database_url`` (``schoolguide run`` gives it the tracker store's),
@@ -34,15 +43,16 @@ import ipaddress
 import json
 import logging
 import re
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import quote, urlsplit
 
 import aiohttp
 import jwt
-from jwt.algorithms import RSAAlgorithm
+from cachetools import TTLCache
 from rasa.core.channels.botframework import BotFramework, BotFrameworkInput
 from rasa.core.channels.channel import InputChannel, UserMessage
 from sanic import Blueprint, response
@@ -50,7 +60,9 @@ from sanic.request import Request
 from sanic.response import HTTPResponse
 
 from bot.channels.dedupe import EventDeduplicator
-from bot.settings import Settings
+from bot.channels.limits import PERIOD_SECONDS, WebLimits, platform_too_many_reply, shared_limits
+from bot.channels.validation import cut_message
+from bot.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
 
@@ -113,16 +125,90 @@ class VerifiedToken:
     endorsements: tuple[str, ...] | None = None
 
 
-@dataclass
-class _KeySet:
-    keys: dict[str, dict[str, Any]] = field(default_factory=dict)
-    algorithms: tuple[str, ...] = ("RS256",)
-    issuer: str | None = None
-    fetched_at: float = float("-inf")
+@dataclass(frozen=True)
+class _Metadata:
+    """What the OpenID metadata document says: where the keys are, which algorithms, which issuer."""
+
+    jwks_uri: str
+    algorithms: tuple[str, ...]
+    issuer: str | None
+    fetched_at: float
+
+
+class BotFrameworkKeys(jwt.PyJWKClient):
+    """The Bot Framework's signing keys, fetched and cached by PyJWT's :class:`jwt.PyJWKClient`.
+
+    PyJWKClient fetches the JWKS with urllib (``timeout`` seconds, redirects refused), keeps it for
+    ``lifespan`` seconds, and when a token names a key id it does not know fetches it again, at most once
+    every ``cooldown_duration`` seconds (so junk tokens cannot make us hammer Microsoft). It is synchronous:
+    :class:`JwtValidator` calls it in a worker thread. Two things are added for the Bot Framework:
+
+    * each key's ``endorsements`` (the channels it may sign for), which :class:`jwt.PyJWK` does not keep;
+    * the last key set fetched is kept for when a refresh fails: an outage at Microsoft does not lock staff
+      out while the keys they were signed with are known (PyJWT caches what ``fetch_data`` returns, so the
+      kept set serves another ``lifespan``; a key id it does not know is still fetched for, as above).
+    """
+
+    def __init__(self, uri: str, *, lifespan: float, cooldown: float, timeout: float) -> None:
+        super().__init__(
+            uri,
+            cache_jwk_set=True,
+            lifespan=lifespan,
+            timeout=timeout,
+            cooldown_duration=cooldown,
+        )
+        self.endorsements: dict[str, tuple[str, ...] | None] = {}
+        self.fetches = 0
+        self._last_good: dict[str, Any] | None = None
+        # One lookup at a time: the key and its endorsements come from the same fetch.
+        self._lookup_lock = threading.Lock()
+
+    def fetch_data(self) -> Any:
+        try:
+            data = super().fetch_data()
+        except (jwt.PyJWKClientError, jwt.PyJWKSetError) as exc:
+            if self._last_good is None:
+                raise
+            logger.warning("Teams: could not refresh the signing keys, using the last ones: %s", exc)
+            return self._last_good
+        keys = data.get("keys") if isinstance(data, dict) else None
+        endorsements: dict[str, tuple[str, ...] | None] = {}
+        for key in keys if isinstance(keys, list) else []:
+            if isinstance(key, dict) and isinstance(key.get("kid"), str):
+                channels = key.get("endorsements")
+                endorsements[key["kid"]] = tuple(channels) if isinstance(channels, list) else None
+        self.endorsements = endorsements
+        self._last_good = data
+        self.fetches += 1
+        logger.debug("Teams: %d signing keys from %s", len(endorsements), self.uri)
+        return data
+
+    def lookup(self, kid: str) -> tuple[jwt.PyJWK, tuple[str, ...] | None]:
+        """The key named ``kid`` and its endorsements (blocking: fetches when the cache says so).
+
+        Raises :class:`KeysUnavailable` when there are no keys at all, :class:`AuthError` for a key id
+        that is not among them.
+        """
+        with self._lookup_lock:
+            try:
+                self.get_signing_keys()
+            except (jwt.PyJWKClientError, jwt.PyJWKSetError) as exc:
+                raise KeysUnavailable(f"could not read the signing keys from {self.uri}: {exc}") from exc
+            try:
+                key = self.get_signing_key(kid)
+            except (jwt.PyJWKClientError, jwt.PyJWKSetError) as exc:
+                raise AuthError(f"the token is signed with an unknown key ({kid!r})") from exc
+            return key, self.endorsements.get(kid)
 
 
 class JwtValidator:
-    """Checks the bearer token on an incoming Bot Framework request (see the module docstring)."""
+    """Checks the bearer token on an incoming Bot Framework request (see the module docstring).
+
+    The OpenID metadata document (``jwks_uri``, algorithms, issuer) is fetched here, with aiohttp, and kept
+    for ``keys_max_age`` seconds (the one fetched before is kept while a refresh fails, retried after
+    ``unknown_key_refresh`` seconds); the keys are :class:`BotFrameworkKeys` (PyJWT's client); the token is
+    checked by :func:`jwt.decode`.
+    """
 
     def __init__(
         self,
@@ -133,7 +219,7 @@ class JwtValidator:
         leeway: float = CLOCK_SKEW_SECONDS,
         keys_max_age: float = KEYS_MAX_AGE_SECONDS,
         unknown_key_refresh: float = UNKNOWN_KEY_REFRESH_SECONDS,
-        clock: Callable[[], float] = time.monotonic,
+        timeout: float = HTTP_TIMEOUT_SECONDS,
     ) -> None:
         if not app_id:
             raise ValueError("the app id is needed to check the token's audience")
@@ -144,71 +230,79 @@ class JwtValidator:
         self.leeway = leeway
         self.keys_max_age = keys_max_age
         self.unknown_key_refresh = unknown_key_refresh
-        self._clock = clock
-        self._keyset = _KeySet()
+        self.timeout = timeout
+        self.keys: BotFrameworkKeys | None = None
+        self._metadata: _Metadata | None = None
         self._lock = asyncio.Lock()
-        self._last_attempt = float("-inf")
-        self.refreshes = 0
 
-    async def refresh_keys(self) -> None:
-        """Fetch the OpenID metadata document, then the keys its ``jwks_uri`` names."""
+    @property
+    def refreshes(self) -> int:
+        """How many times the key set has been fetched."""
+        return self.keys.fetches if self.keys else 0
+
+    async def _fetch_metadata(self) -> _Metadata:
         try:
             metadata = await _get_json(self.metadata_url)
             jwks_uri = metadata["jwks_uri"]
-            jwks = await _get_json(jwks_uri)
-            raw_keys = jwks["keys"]
+            if not isinstance(jwks_uri, str):
+                raise TypeError("jwks_uri is not a string")
+            algorithms = tuple(
+                a
+                for a in metadata.get("id_token_signing_alg_values_supported") or ["RS256"]
+                if a in RSA_ALGORITHMS
+            )
         except KeysUnavailable:
             raise
         except (aiohttp.ClientError, asyncio.TimeoutError, ValueError, KeyError, TypeError) as exc:
             raise KeysUnavailable(
-                f"could not read the signing keys via {self.metadata_url}: {exc!r}"
+                f"could not read the OpenID metadata at {self.metadata_url}: {exc!r}"
             ) from exc
-        keys = {k["kid"]: k for k in raw_keys if isinstance(k, dict) and isinstance(k.get("kid"), str)}
-        algorithms = tuple(
-            a
-            for a in metadata.get("id_token_signing_alg_values_supported") or ["RS256"]
-            if a in RSA_ALGORITHMS
-        )
         issuer = metadata.get("issuer")
-        self._keyset = _KeySet(
-            keys=keys,
+        return _Metadata(
+            jwks_uri=jwks_uri,
             algorithms=algorithms or ("RS256",),
             issuer=issuer if isinstance(issuer, str) else None,
-            fetched_at=self._clock(),
+            fetched_at=time.monotonic(),
         )
-        self.refreshes += 1
-        logger.debug("Teams: %d signing keys from %s", len(keys), jwks_uri)
 
-    async def _key(self, kid: str) -> dict[str, Any]:
+    async def metadata(self) -> tuple[_Metadata, BotFrameworkKeys]:
+        """The metadata document's contents and the key client for its ``jwks_uri``."""
         async with self._lock:
-            now = self._clock()
-            due = now - self._keyset.fetched_at > self.keys_max_age or kid not in self._keyset.keys
-            if due and now - self._last_attempt >= self.unknown_key_refresh:
-                self._last_attempt = now
+            current = self._metadata
+            if current is None or time.monotonic() - current.fetched_at >= self.keys_max_age:
                 try:
-                    await self.refresh_keys()
+                    fresh = await self._fetch_metadata()
                 except KeysUnavailable as exc:
-                    if not self._keyset.keys:
+                    if current is None or self.keys is None:
                         raise
-                    logger.warning(
-                        "Teams: could not refresh the signing keys, using the cached ones: %s", exc
-                    )
-            elif due and not self._keyset.keys:
-                raise KeysUnavailable(
-                    f"the signing keys could not be fetched from {self.metadata_url} just now"
-                )
-        key = self._keyset.keys.get(kid)
-        if key is None:
-            raise AuthError(f"the token is signed with an unknown key ({kid!r})")
-        return key
+                    logger.warning("Teams: could not refresh the OpenID metadata, using the last: %s", exc)
+                    # Try again after unknown_key_refresh seconds, not on every request meanwhile.
+                    retry_at = time.monotonic() - self.keys_max_age + self.unknown_key_refresh
+                    self._metadata = replace(current, fetched_at=retry_at)
+                else:
+                    if self.keys is None or self.keys.uri != fresh.jwks_uri:
+                        try:
+                            self.keys = BotFrameworkKeys(
+                                fresh.jwks_uri,
+                                lifespan=self.keys_max_age,
+                                cooldown=self.unknown_key_refresh,
+                                timeout=self.timeout,
+                            )
+                        except jwt.PyJWKClientError as exc:  # not an http(s) URL
+                            raise KeysUnavailable(f"unusable jwks_uri {fresh.jwks_uri!r}: {exc}") from exc
+                    self._metadata = fresh
+            assert self._metadata is not None and self.keys is not None
+            return self._metadata, self.keys
 
     def accepted_issuers(self) -> tuple[str, ...]:
         if self.issuers:
             return self.issuers
-        return (self._keyset.issuer or BOT_FRAMEWORK_ISSUER,)
+        issuer = self._metadata.issuer if self._metadata else None
+        return (issuer or BOT_FRAMEWORK_ISSUER,)
 
     async def validate(self, authorization: str | None) -> VerifiedToken:
-        """Check an ``Authorization`` header; raise :class:`AuthError` unless it carries a valid token."""
+        """Check an ``Authorization`` header; raise :class:`AuthError` unless it carries a valid token
+        (:class:`KeysUnavailable` when the keys to check it with cannot be had)."""
         if not authorization:
             raise AuthError("no Authorization header")
         match = BEARER.match(authorization.strip())
@@ -222,18 +316,19 @@ class JwtValidator:
         kid = header.get("kid")
         if not isinstance(kid, str) or not kid:
             raise AuthError("the token names no signing key")
-        key_json = await self._key(kid)
-        algorithms = list(self._keyset.algorithms)
+        metadata, keys = await self.metadata()
+        # The algorithms come from Microsoft's metadata, never from the token.
+        algorithms = list(metadata.algorithms)
         if header.get("alg") not in algorithms:
             raise AuthError(f"the token's algorithm {header.get('alg')!r} is not allowed")
-        try:
-            public_key = RSAAlgorithm.from_jwk(key_json)
-        except (jwt.PyJWTError, ValueError, KeyError, TypeError) as exc:
-            raise AuthError(f"signing key {kid!r} is not a usable RSA key") from exc
+        # PyJWKClient blocks (urllib) when it fetches: in a worker thread, not on Sanic's event loop.
+        signing_key, endorsements = await asyncio.get_running_loop().run_in_executor(None, keys.lookup, kid)
+        if signing_key.key_type != "RSA":
+            raise AuthError(f"signing key {kid!r} is not an RSA key")
         try:
             claims = jwt.decode(
                 token,
-                key=public_key,
+                key=signing_key,
                 algorithms=algorithms,
                 audience=self.app_id,
                 leeway=self.leeway,
@@ -243,11 +338,7 @@ class JwtValidator:
             raise AuthError(f"the token is not valid: {exc}") from exc
         if claims.get("iss") not in self.accepted_issuers():
             raise AuthError(f"the token's issuer {claims.get('iss')!r} is not accepted")
-        endorsements = key_json.get("endorsements")
-        return VerifiedToken(
-            claims=claims,
-            endorsements=tuple(endorsements) if isinstance(endorsements, list) else None,
-        )
+        return VerifiedToken(claims=claims, endorsements=endorsements)
 
     @staticmethod
     def check_activity(token: VerifiedToken, activity: dict[str, Any]) -> None:
@@ -487,6 +578,7 @@ class TeamsInput(BotFrameworkInput):
         school: str | None = None,
         issuers: Iterable[str] | None = None,
         dedupe_database_url: str | None = None,
+        limits: WebLimits | None = None,
     ) -> None:
         # Rasa's __init__ is not called: it fetches the keys at once, blocking, from a fixed URL.
         self.app_id = app_id
@@ -498,6 +590,24 @@ class TeamsInput(BotFrameworkInput):
         self._tasks: set[asyncio.Task] = set()
         # Without a database URL, only this process remembers what it answered.
         self.dedupe = EventDeduplicator(CHANNEL_NAME, dedupe_database_url, capacity=SEEN_ACTIVITIES)
+        # None: the process-wide per-sender limit the web channels use (SCHOOLGUIDE_RATE_LIMIT_PER_SENDER).
+        self.limits = limits
+        self._told_to_wait: TTLCache = TTLCache(maxsize=SEEN_ACTIVITIES, ttl=PERIOD_SECONDS)
+
+    def _over_limit(self, sender: str, text: str, out_channel: TeamsOutput) -> int | None:
+        """The Retry-After seconds when the sender is over the per-sender limit, as on the web channels
+        (bot/channels/limits.py: a message that may be a disclosure still goes through, once per sender per
+        minute), else None. The first refused message in a minute gets a reply saying so."""
+        limits = self.limits or shared_limits(get_settings())
+        retry_after = limits.message(sender, None, text)
+        if not retry_after:
+            return None
+        logger.warning("Teams: %s is over the message rate limit; not handled", sender)
+        if sender not in self._told_to_wait:
+            self._told_to_wait[sender] = True
+            reply = out_channel.send_text_message(sender, platform_too_many_reply(retry_after))
+            self._run(reply, "a rate-limit reply")
+        return retry_after
 
     async def _first_delivery(self, activity: dict[str, Any]) -> bool:
         """False for an activity already handled (the Bot Framework re-sends what it saw no answer to), by
@@ -584,6 +694,8 @@ class TeamsInput(BotFrameworkInput):
                 return response.json({"status": "duplicate"})
 
             recipient = activity.get("recipient")
+            sender = sender_id(activity)
+            text = _message_text(activity)
             out_channel = TeamsOutput(
                 self.tokens,
                 activity["conversation"],
@@ -592,10 +704,15 @@ class TeamsInput(BotFrameworkInput):
                 user=activity["from"],
                 reply_to_id=activity.get("id") if isinstance(activity.get("id"), str) else None,
             )
+            retry_after = self._over_limit(sender, text, out_channel)
+            if retry_after:
+                # 200, not 429: the Bot Framework would only re-deliver it, and it is already remembered as
+                # handled. The person has been told (once a minute) to send it again.
+                return response.json({"status": "too many messages", "retry_after": retry_after})
             message = UserMessage(
-                text=_message_text(activity),
+                text=text,
                 output_channel=out_channel,
-                sender_id=sender_id(activity),
+                sender_id=sender,
                 input_channel=self.name(),
                 message_id=activity.get("id") if isinstance(activity.get("id"), str) else None,
                 metadata=self.get_metadata(request),
@@ -634,8 +751,9 @@ def sender_id(activity: dict[str, Any]) -> str:
 
 
 def _message_text(activity: dict[str, Any]) -> str:
-    """The message text without Teams' ``<at>Bot</at>`` mention (sent when the bot is @-ed in a channel)."""
-    return MENTION.sub(" ", activity.get("text") or "").strip()
+    """The message text without Teams' ``<at>Bot</at>`` mention (sent when the bot is @-ed in a channel),
+    cleaned and cut as Slack's is (``cut_message``)."""
+    return cut_message(MENTION.sub(" ", activity.get("text") or ""), "Teams")
 
 
 def credentials_entry(settings: Settings) -> tuple[str, dict[str, Any]] | None:

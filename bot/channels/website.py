@@ -20,7 +20,9 @@ server issued and signed (:mod:`bot.channels.identity`): a made-up, altered or o
 ids are ``<channel>-<id>``, so a widget conversation can never continue one from another channel.
 
 Every message is size-checked (413), cleaned of lone surrogates and control characters, and rate limited
-(429 with ``Retry-After``; see :mod:`bot.channels.limits`) before the dialogue engine sees it.
+(429 with ``Retry-After``; see :mod:`bot.channels.limits`) before the dialogue engine sees it. A body refused
+for its metadata or nesting whose message may be a disclosure, from a conversation id that verifies, still
+gets the safe reply (in ``messages`` next to ``error``) and one record (``web.refuse_or_salvage``).
 """
 
 from __future__ import annotations
@@ -40,8 +42,14 @@ from sanic.response import HTTPResponse
 
 from bot.channels.identity import ConversationIds, conversation_ids
 from bot.channels.limits import WebLimits, client_address, shared_limits
-from bot.channels.validation import MAX_WIDGET_BODY_BYTES, Rejection, read_message
-from bot.channels.web import hand_over, refuse, too_many
+from bot.channels.validation import (
+    MAX_WIDGET_BODY_BYTES,
+    Rejection,
+    TopLevel,
+    read_message,
+    sender_problem,
+)
+from bot.channels.web import Speaker, hand_over, refuse, refuse_or_salvage, too_many
 from bot.conversation import resolve_context
 from bot.settings import Settings, get_settings
 
@@ -141,6 +149,19 @@ class WebsiteInput(RestInput):
         # Only these three keys reach the tracker: anything else the client sends is dropped.
         return {"school": self.school_for(requested), "audience": self.AUDIENCE, "channel": self.name()}
 
+    def refused_speaker(self, scanned: TopLevel) -> Speaker | None:
+        """Who sent a refused body: only a conversation this server issued for this channel (as in the normal
+        path), with the school and audience the server decides."""
+        sender = scanned.fields.get("sender")
+        if sender is None or sender_problem(sender):
+            return None
+        conversation = self._ids().verify(self.name(), sender)
+        if conversation is None:
+            return None
+        requested = scanned.metadata.get("school")
+        school = self.school_for(requested if isinstance(requested, str) else None)
+        return Speaker(f"{self.name()}-{conversation}", school, self.AUDIENCE)
+
     # --- pages ---------------------------------------------------------------------------------------
 
     def page_values(self, school: str) -> dict[str, str]:
@@ -191,7 +212,14 @@ class WebsiteInput(RestInput):
         async def receive(request: Request) -> HTTPResponse:
             body = read_message(request.body, MAX_WIDGET_BODY_BYTES)
             if isinstance(body, Rejection):
-                return refuse(body.status, body.error, PAGE_HEADERS)
+                return await refuse_or_salvage(
+                    body,
+                    request.body,
+                    PAGE_HEADERS,
+                    channel=self.name(),
+                    identify=self.refused_speaker,
+                    limit=lambda sender, text: self._limits().message(sender, client_address(request), text),
+                )
             if body.get("sender") is None:  # else every visitor would share one conversation
                 return refuse(400, "'sender' is required", PAGE_HEADERS)
             conversation = self._ids().verify(self.name(), body["sender"])

@@ -62,7 +62,8 @@ class InvalidStatusChange(ValueError):
 class CaseView:
     """A disclosure as a DSL sees it; ``text``, ``context`` and ``contact`` are None unless it was read (and
     audited). ``contact``: the contact details the person added afterwards, oldest first, each
-    ``{"text", "added_at"}`` (``text`` None and ``error`` set if it cannot be decrypted)."""
+    ``{"text", "added_at", "channel", "origin", "source"}`` (``text`` None and ``error`` set if it cannot be
+    decrypted; ``channel`` and ``origin`` None for notes stored before they were kept)."""
 
     reference: str
     sender_id: str
@@ -132,7 +133,13 @@ def _decrypt_notes(
 ) -> tuple[dict[str, Any], ...]:
     decrypted = []
     for note in notes:
-        item: dict[str, Any] = {"text": None, "added_at": note.created_at}
+        item: dict[str, Any] = {
+            "text": None,
+            "added_at": note.created_at,
+            "channel": note.channel,
+            "origin": note.origin,
+            "source": note.source,
+        }
         if cipher is None:
             item["error"] = "no encryption key available"
         else:

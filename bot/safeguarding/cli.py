@@ -13,6 +13,7 @@ import threading
 from dataclasses import asdict, is_dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from bot.safeguarding.cases import (
     CaseNotFound,
@@ -103,6 +104,15 @@ def _cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _note_origin(item: dict[str, Any]) -> str:
+    """Where contact details came from: "(from contact_form via socketio, added 2026-12-07 20:41 UTC)";
+    "spool replay" when they reached the database from the spool."""
+    parts = [f"from {item.get('origin') or 'unknown source'} via {item.get('channel') or 'unknown channel'}"]
+    if item.get("source") == "spool":
+        parts.append("spool replay")
+    return f"({', '.join(parts)}, added {_when(item.get('added_at'))})"
+
+
 def _show(case: CaseView) -> None:
     _print(f"Reference:    {case.reference}")
     _print(f"Status:       {case.status}")
@@ -137,6 +147,7 @@ def _show(case: CaseView) -> None:
             _print(f"  {_when(item.get('added_at'))}  {lines[0]}")
             for line in lines[1:]:
                 _print(f"  {'':<20}  {line}")
+            _print(f"  {'':<20}  {_note_origin(item)}")
         if not case.contact:
             _print("  (none given)")
     _print()
@@ -235,6 +246,11 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     _print(
         f"Replayed {report.replayed}, already recorded {report.already_recorded}, "
         f"contact details attached {report.notes_attached}, still spooled {report.remaining}"
+        + (
+            f", contact details refused (not their conversation's session) {report.notes_refused}"
+            if report.notes_refused
+            else ""
+        )
     )
     return 0 if report.remaining == 0 else 1
 

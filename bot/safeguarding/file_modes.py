@@ -1,20 +1,25 @@
-"""Owner-only file modes for the runtime folder: 0700 for it, 0600 for the databases, spool and key.
+"""Owner-only file modes for the runtime folder: 0700 for it, 0600 for the databases, spool and secret files.
 
-Another account on the server must not read a disclosure's metadata, a conversation in Rasa's tracker store
-or the key. SQLite creates its ``-journal``/``-wal``/``-shm`` files with the mode of the database file, so a
-database file created 0600 *before* SQLite opens it keeps its journals private too; files that already exist
-(from an older release) are narrowed by :func:`secure_runtime_files`, which the worker runs on every pass.
+Another account on the server must not read a disclosure's metadata, a conversation in Rasa's tracker store,
+a key or a secret. SQLite creates its ``-journal``/``-wal``/``-shm`` files with the mode of the database file,
+so a database file created 0600 *before* SQLite opens it keeps its journals private too. The secret files
+(:data:`SECRET_FILE_NAMES`) are created 0600 by their writers (:func:`write_private` for the generated
+configuration). Files that already exist (from an older release, or copied in by hand) are narrowed by
+:func:`secure_runtime_files`, which the worker runs on every pass.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import secrets
 from pathlib import Path
 
 from sqlalchemy.engine import make_url
 
-from bot.safeguarding.crypto import KEY_FILE_NAME
+from bot.action_auth import SECRET_FILE_NAME as ACTION_SECRET_FILE_NAME
+from bot.channels.identity import KEY_FILE_NAME as WIDGET_KEY_FILE_NAME
+from bot.safeguarding.crypto import KEY_FILE_NAME as ENCRYPTION_KEY_FILE_NAME
 from bot.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -22,6 +27,20 @@ logger = logging.getLogger(__name__)
 DIR_MODE = 0o700
 FILE_MODE = 0o600
 SQLITE_COMPANIONS = ("-journal", "-wal", "-shm")
+
+# Written by `schoolguide run` (bot/runner.py): the action server secret and any tracker database password,
+# and the channel secrets and REST token.
+ENDPOINTS_FILE_NAME = "endpoints.yml"
+CREDENTIALS_FILE_NAME = "credentials.yml"
+# Every secret file SchoolGuide writes into the runtime folder (databases and spool are handled apart).
+# A new one goes here, so that the worker keeps it 0600.
+SECRET_FILE_NAMES = (
+    ENCRYPTION_KEY_FILE_NAME,  # secret.key (bot/safeguarding/crypto.py)
+    WIDGET_KEY_FILE_NAME,  # widget.key (bot/channels/identity.py)
+    ACTION_SECRET_FILE_NAME,  # action-server.secret (bot/action_auth.py)
+    ENDPOINTS_FILE_NAME,
+    CREDENTIALS_FILE_NAME,
+)
 
 
 def private_dir(path: Path | str) -> Path:
@@ -39,6 +58,30 @@ def private_file(path: Path | str) -> Path:
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE))
     except FileExistsError:
         _narrow(path, FILE_MODE)
+    return path
+
+
+def write_private(path: Path | str, text: str) -> Path:
+    """Write ``text`` to ``path``, owner-only from its first byte, whatever the umask or an older file's mode.
+
+    The text goes into a new file created 0600 (``O_EXCL``: never an existing file or a symlink) beside
+    ``path``, which is then renamed over it: there is no moment when the secret sits in a wider file (no
+    write-then-chmod window, no ``O_TRUNC`` of an older world-readable file), and a reader sees the old file
+    or the new one, never half of one."""
+    path = Path(path)
+    private_dir(path.parent)
+    staging = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            os.fchmod(handle.fileno(), FILE_MODE)  # exactly 0600 (a strict umask could leave it 0400)
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(staging, path)
+    except BaseException:
+        staging.unlink(missing_ok=True)
+        raise
     return path
 
 
@@ -62,7 +105,7 @@ def sqlite_path(url: str) -> Path | None:
 
 
 def secure_runtime_files(settings: Settings) -> None:
-    """Narrow the runtime folder, both SQLite databases, the spool and the key file to owner-only."""
+    """Narrow the runtime folder, both SQLite databases, the spool and every secret file to owner-only."""
     if settings.var_dir.exists():
         _narrow(settings.var_dir, DIR_MODE)
     for url in (settings.database_url, settings.tracker_database_url):
@@ -74,9 +117,8 @@ def secure_runtime_files(settings: Settings) -> None:
         for child in settings.spool_dir.iterdir():
             if child.is_file():
                 _narrow(child, FILE_MODE)
-    key_file = settings.var_dir / KEY_FILE_NAME
-    if key_file.exists():
-        _narrow(key_file, FILE_MODE)
+    for name in SECRET_FILE_NAMES:
+        _narrow(settings.var_dir / name, FILE_MODE)  # a missing file is skipped
 
 
 def _narrow(path: Path, mode: int) -> None:

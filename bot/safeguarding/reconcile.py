@@ -4,7 +4,9 @@ Rasa still answers such a message (the rule's static safe reply) and saves it in
 ``events`` (``rasa.core.tracker_store.SQLTrackerStore.SQLEvent``: id, sender_id, type_name, timestamp,
 intent_name, action_name, data = the event as JSON). Any ``user`` event with intent ``disclose`` that has no
 Disclosure row for its ``(sender_id, message_id)`` is recorded here with ``source="reconcile"``. Rasa is not
-imported: the action server does not need it, and the table layout is all we rely on.
+imported: the action server does not need it, and the table layout is all we rely on. A row is read as a user
+turn by ``bot/safeguarding/turns.py``, as the actions read the tracker: the same message key (and the legacy
+keys older releases used, so nothing is recorded twice), the same verdict and context.
 
 Once a message is committed (recorded here, or found already recorded or spooled, as a disclosure or as
 contact details) its words are replaced in the tracker store by the reference (bot/safeguarding/redaction.py):
@@ -42,13 +44,12 @@ from bot.safeguarding.redaction import CONTACT, DISCLOSURE, event_message_id, pl
 from bot.safeguarding.service import NOTE_RECORD_TYPE, record_disclosure
 from bot.safeguarding.spool import Spool
 from bot.safeguarding.store import Disclosure, DisclosureNote, get_engine
+from bot.safeguarding.turns import CONTEXT_MESSAGES, message_keys, turn_from_row
 from bot.settings import Settings
 
 logger = logging.getLogger(__name__)
 
 DISCLOSURE_INTENT = "disclose"
-CONTEXT_MESSAGES = 6
-RISK_ORDER = {"medium": 0, "high": 1, "immediate": 2}
 
 # Rasa's table, declared rather than reflected so a missing table reads as "nothing to reconcile".
 _metadata = MetaData()
@@ -102,12 +103,6 @@ def _data(raw: str | None) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def _message_id(row: Any, data: dict[str, Any]) -> str:
-    message_id = data.get("message_id") or (data.get("parse_data") or {}).get("message_id")
-    # A message Rasa stored without an id still has a stable row id in the events table.
-    return str(message_id) if message_id else f"tracker-event:{row.id}"
-
-
 def _latest_slot(connection: Connection, sender_id: str, name: str, before_id: int) -> Any:
     row = connection.execute(
         select(tracker_events.c.data)
@@ -123,7 +118,8 @@ def _latest_slot(connection: Connection, sender_id: str, name: str, before_id: i
     return _data(row.data).get("value") if row else None
 
 
-def _context(connection: Connection, sender_id: str, before_id: int) -> list[dict[str, str]]:
+def _earlier(connection: Connection, sender_id: str, before_id: int) -> list[dict[str, Any]]:
+    """The conversation's last few user and bot events before row ``before_id``, oldest first."""
     rows = connection.execute(
         select(tracker_events.c.type_name, tracker_events.c.data)
         .where(
@@ -134,24 +130,7 @@ def _context(connection: Connection, sender_id: str, before_id: int) -> list[dic
         .order_by(tracker_events.c.id.desc())
         .limit(CONTEXT_MESSAGES)
     ).all()
-    return [{"who": row.type_name, "text": str(_data(row.data).get("text") or "")} for row in reversed(rows)]
-
-
-def _assessment(text: str, parse_data: dict[str, Any]) -> tuple[list[str], str]:
-    """Categories and risk: what the NLU pipeline stored, else the detector, else "other"/"high"."""
-    stored = parse_data.get("safeguarding")
-    if isinstance(stored, dict) and stored.get("categories"):
-        return list(stored["categories"]), str(stored.get("risk") or "high")
-    try:
-        from bot.safeguarding.detector import assess
-
-        assessment = assess(text)
-        categories = list(assessment.categories) or ["other"]
-        # A reconciled disclosure has already waited unseen, so its risk is never put below "high".
-        risk = assessment.risk if RISK_ORDER.get(assessment.risk, 0) > RISK_ORDER["high"] else "high"
-        return categories, risk
-    except Exception:
-        return ["other"], "high"
+    return [{"event": row.type_name, "text": _data(row.data).get("text")} for row in reversed(rows)]
 
 
 def _recorded_keys(settings: Settings, sender_ids: list[str]) -> dict[tuple[str, str], str]:
@@ -218,32 +197,28 @@ def reconcile_from_tracker_store(
             known = _recorded_keys(settings, sorted({row.sender_id for row, _ in candidates}))
             for row, data in candidates:
                 found += 1
-                message_id = _message_id(row, data)
-                if (row.sender_id, message_id) in known:
+                # Recorded under its key or a legacy one (an older release's fallback): not again.
+                keys = message_keys(data, row.id)
+                if any((row.sender_id, key) in known for key in keys):
                     already += 1
                     continue
-                parse_data = data.get("parse_data") if isinstance(data.get("parse_data"), dict) else {}
-                metadata = data.get("metadata") if isinstance(data.get("metadata"), dict) else {}
-                text = str(data.get("text") or "")
-                categories, risk = _assessment(text, parse_data)
+                turn = turn_from_row(row, data, _earlier(connection, row.sender_id, row.id))
+                fields = turn.disclosure_fields(
+                    school=_latest_slot(connection, row.sender_id, "school", row.id)
+                    or turn.metadata.get("school"),
+                    audience=_latest_slot(connection, row.sender_id, "audience", row.id)
+                    or turn.metadata.get("audience"),
+                    # A reconciled disclosure has already waited unseen: its risk is never below "high".
+                    min_risk="high",
+                )
                 result = record_disclosure(
                     settings,
-                    school=_latest_slot(connection, row.sender_id, "school", row.id)
-                    or metadata.get("school"),
-                    audience=_latest_slot(connection, row.sender_id, "audience", row.id)
-                    or metadata.get("audience"),
-                    channel=data.get("input_channel"),
-                    sender_id=row.sender_id,
-                    message_id=message_id,
-                    text=text,
-                    context=_context(connection, row.sender_id, row.id),
-                    categories=categories,
-                    risk=risk,
+                    **fields,
                     source="reconcile",
                     created_at=datetime.fromtimestamp(row.timestamp, timezone.utc) if row.timestamp else None,
                 )
                 if result.stored != "log":
-                    known[(row.sender_id, message_id)] = placeholder(DISCLOSURE, result.reference)
+                    known[(row.sender_id, turn.message_id)] = placeholder(DISCLOSURE, result.reference)
                 else:
                     unrecorded.append(row.id)
                 if result.created:
@@ -292,7 +267,12 @@ def redact_committed(
                 data = _data(row.data)
                 key = event_message_id(data)
                 replacement = next(
-                    (known[(row.sender_id, k)] for k in _keys(row, data) if (row.sender_id, k) in known), None
+                    (
+                        known[(row.sender_id, k)]
+                        for k in message_keys(data, row.id)
+                        if (row.sender_id, k) in known
+                    ),
+                    None,
                 )
                 if key and replacement and data.get("text") != replacement:
                     pending.setdefault(row.sender_id, {})[key] = replacement
@@ -316,13 +296,6 @@ def redact_committed(
             "Replaced the words of %d committed messages in the tracker store by their reference", redacted
         )
     return redacted
-
-
-def _keys(row: Any, data: dict[str, Any]) -> list[str]:
-    """Every key a message may be recorded under: Rasa's id, the actions' and the reconciler's fallbacks."""
-    keys = [_message_id(row, data), f"tracker-event:{row.id}"]
-    fallback = event_message_id(data)
-    return keys + [fallback] if fallback else keys
 
 
 def _senders_with_records(settings: Settings, since: float | None) -> set[str]:

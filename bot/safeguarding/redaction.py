@@ -22,6 +22,8 @@ import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from bot.safeguarding.turns import message_key
+
 logger = logging.getLogger(__name__)
 
 MARKER = "schoolguide_committed"
@@ -50,12 +52,8 @@ def mark_committed(event: dict[str, Any], *, message_id: Any, reference: Any, ki
 
 
 def event_message_id(event: Mapping[str, Any]) -> str | None:
-    """The key a user event is recorded under (actions/safeguarding.py falls back to ``event-ts:``)."""
-    message_id = event.get("message_id")
-    if message_id:
-        return str(message_id)
-    timestamp = event.get("timestamp")
-    return f"event-ts:{timestamp}" if timestamp else None
+    """The key a user event is recorded under (the one rule: ``turns.message_key``)."""
+    return message_key(event)
 
 
 def committed_in(events: Iterable[Mapping[str, Any]]) -> dict[str, str]:

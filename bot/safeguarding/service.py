@@ -10,7 +10,12 @@ idempotent on ``(sender_id, message_id)``.
 (a ``DisclosureNote``, encrypted, with a "contact_added" audit event and one outbox message per DSL channel
 saying that contact details were added, without them). It follows the same rule: the database if the
 disclosure is there, else the spool (a ``contact_note`` record that ``replay_spool`` attaches, and queues the
-same messages for, once its disclosure is in the database), never raising.
+same messages for, once its disclosure is in the database), never raising. Contact details attach only to a
+disclosure of the same conversation made in its current session (``attach_contact_details``); any other
+target is refused, and nothing is stored.
+
+Both go through one durable write (``_write_durably``): the database, else the spool, else a CRITICAL log
+line.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError, OperationalError
@@ -35,6 +40,7 @@ from bot.safeguarding.outbox import add_outbox_rows, contact_alert_kind
 from bot.safeguarding.spool import Spool
 from bot.safeguarding.store import (
     NOTE_KINDS,
+    NOTE_ORIGINS,
     Disclosure,
     DisclosureNote,
     add_audit_event,
@@ -56,6 +62,7 @@ SPOOL_FORMAT = 1
 NOTE_RECORD_TYPE = "contact_note"
 
 Stored = Literal["database", "spool", "log"]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -88,11 +95,20 @@ class PreparedDisclosure:
     context_encrypted: str | None
     # Only when encryption failed: the spool keeps the words rather than lose them (file mode 0600).
     plaintext: tuple[str, str] | None = None
+    # Legacy keys the same message may already be recorded under (bot/safeguarding/turns.py).
+    message_aliases: tuple[str, ...] = ()
+
+    @property
+    def message_keys(self) -> tuple[str, ...]:
+        return (self.message_id, *self.message_aliases)
 
     def to_spool_record(self) -> dict[str, Any]:
         record = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "plaintext"}
         record.update(
-            format=SPOOL_FORMAT, created_at=self.created_at.isoformat(), categories=list(self.categories)
+            format=SPOOL_FORMAT,
+            created_at=self.created_at.isoformat(),
+            categories=list(self.categories),
+            message_aliases=list(self.message_aliases),
         )
         if self.plaintext is not None:
             record["unencrypted_text"], record["unencrypted_context"] = self.plaintext
@@ -124,6 +140,7 @@ class PreparedDisclosure:
             text_truncated_from=record.get("text_truncated_from"),
             text_encrypted=text_encrypted,
             context_encrypted=context_encrypted,
+            message_aliases=tuple(str(alias) for alias in record.get("message_aliases") or ()),
         )
 
 
@@ -205,6 +222,14 @@ def _context(value: Any) -> list[dict[str, str]]:
     return cleaned
 
 
+def _aliases(values: Any, canonical: str) -> tuple[str, ...]:
+    """Legacy message keys, cleaned like the canonical one; never the canonical key itself."""
+    if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
+        values = [values] if values else []
+    cleaned = (_key(value, 255, "") for value in values)
+    return tuple(dict.fromkeys(key for key in cleaned if key and key != canonical))
+
+
 def prepare_disclosure(
     settings: Settings,
     *,
@@ -220,6 +245,7 @@ def prepare_disclosure(
     source: str = "action",
     created_at: datetime | None = None,
     reference: str | None = None,
+    message_aliases: Any = (),
 ) -> PreparedDisclosure:
     """Clean every field and encrypt the words; falls back to an unencrypted spool-only record if it must."""
     words = readable_message(_as_text(text))
@@ -243,6 +269,7 @@ def prepare_disclosure(
         text_chars=len(words),
         text_truncated_from=truncated_from,
     )
+    fields["message_aliases"] = _aliases(message_aliases, fields["message_id"])
     try:
         cipher = load_cipher(settings)
         return PreparedDisclosure(
@@ -264,9 +291,9 @@ def prepare_disclosure(
 
 
 def _existing(session: Session, prepared: PreparedDisclosure) -> Disclosure | None:
-    same_message = (Disclosure.sender_id == prepared.sender_id) & (
-        Disclosure.message_id == prepared.message_id
-    )
+    """The disclosure of the same message, under its key or a legacy alias of it (turns.message_keys)."""
+    keys = prepared.message_keys
+    same_message = (Disclosure.sender_id == prepared.sender_id) & Disclosure.message_id.in_(keys)
     rows = (
         session.execute(
             select(Disclosure).where(or_(same_message, Disclosure.reference == prepared.reference))
@@ -274,9 +301,10 @@ def _existing(session: Session, prepared: PreparedDisclosure) -> Disclosure | No
         .scalars()
         .all()
     )
-    for row in rows:
-        if row.sender_id == prepared.sender_id and row.message_id == prepared.message_id:
-            return row
+    for key in keys:
+        for row in rows:
+            if row.sender_id == prepared.sender_id and row.message_id == key:
+                return row
     return None
 
 
@@ -384,7 +412,7 @@ def spool_disclosure(settings: Settings, prepared: PreparedDisclosure) -> str:
         lambda record: (
             not _is_note_record(record)
             and record.get("sender_id") == prepared.sender_id
-            and record.get("message_id") == prepared.message_id
+            and record.get("message_id") in prepared.message_keys
         ),
     )
     return str(spooled["reference"])
@@ -404,8 +432,13 @@ def record_disclosure(
     risk: Any = None,
     source: str = "action",
     created_at: datetime | None = None,
+    message_aliases: Any = (),
 ) -> RecordResult:
-    """Store a disclosure durably before returning; never raises (see the module docstring)."""
+    """Store a disclosure durably before returning; never raises (see the module docstring).
+
+    ``message_aliases``: legacy keys the same message may be recorded under already (turns.message_keys);
+    a record under any of them is this one, never a second record.
+    """
     try:
         prepared = prepare_disclosure(
             settings,
@@ -420,6 +453,7 @@ def record_disclosure(
             risk=risk,
             source=source,
             created_at=created_at,
+            message_aliases=message_aliases,
         )
     except Exception:
         # Only a malformed created_at/context could get here; record the message without them.
@@ -437,6 +471,7 @@ def record_disclosure(
                 categories=categories,
                 risk=risk,
                 source=source,
+                message_aliases=message_aliases,
             )
         except Exception:
             logger.critical(
@@ -448,23 +483,16 @@ def record_disclosure(
             )
             return RecordResult(reference=new_reference(), stored="log", created=False)
 
-    if prepared.text_encrypted is not None:
-        try:
-            reference, created = store_in_database(settings, prepared, source=prepared.source)
-            return RecordResult(reference=reference, stored="database", created=created)
-        except (OperationalError, DBInterfaceError, OSError) as exc:
-            logger.error(
-                "Safeguarding database unavailable (%s); spooling disclosure %s", exc, prepared.reference
-            )
-        except Exception:
-            logger.exception("Could not store disclosure %s in the database; spooling it", prepared.reference)
-
-    try:
-        reference = spool_disclosure(settings, prepared)
-        return RecordResult(reference=reference, stored="spool", created=reference == prepared.reference)
-    except Exception:
+    stored, outcome = _write_durably(
+        f"disclosure {prepared.reference}",
+        to_database=(
+            (lambda: store_in_database(settings, prepared, source=prepared.source))
+            if prepared.text_encrypted is not None
+            else None
+        ),
+        to_spool=lambda: spool_disclosure(settings, prepared),
         # The words are still in Rasa's tracker store, which the reconciler reads; these ids find them.
-        logger.critical(
+        lost=(
             "DISCLOSURE NOT STORED: database and spool both failed. reference=%s sender_id=%s message_id=%s "
             "school=%s risk=%s. Recover it from the Rasa tracker store (schoolguide disclosures reconcile).",
             prepared.reference,
@@ -472,9 +500,55 @@ def record_disclosure(
             prepared.message_id,
             prepared.school,
             prepared.risk,
-            exc_info=True,
-        )
-        return RecordResult(reference=prepared.reference, stored="log", created=False)
+        ),
+    )
+    if stored == "database":
+        reference, created = outcome
+        return RecordResult(reference=reference, stored="database", created=created)
+    if stored == "spool":
+        return RecordResult(reference=outcome, stored="spool", created=outcome == prepared.reference)
+    return RecordResult(reference=prepared.reference, stored="log", created=False)
+
+
+class Refused(Exception):
+    """Not to be stored at all: ``_write_durably`` lets it through instead of spooling."""
+
+
+class Postpone(Exception):
+    """Not in the database yet, for an expected reason (logged as a warning): spool it."""
+
+
+def _write_durably(
+    what: str,
+    *,
+    to_database: Callable[[], T] | None,
+    to_spool: Callable[[], Any],
+    lost: tuple[Any, ...],
+) -> tuple[Stored, Any]:
+    """The one durable write for disclosures and notes: the database, else the spool, else a CRITICAL log
+    line (``lost``: its format and arguments, never the words). Returns where it went and what that write
+    returned; never raises, except ``Refused``.
+
+    ``to_database`` is None when the record must not go there (it could not be encrypted).
+    """
+    if to_database is not None:
+        try:
+            return "database", to_database()
+        except Refused:
+            raise
+        except Postpone as exc:
+            logger.warning("Spooling %s until it can go to the database: %s", what, exc)
+        except (OperationalError, DBInterfaceError, OSError) as exc:
+            logger.error("Safeguarding database unavailable (%s); spooling %s", exc, what)
+        except Exception:
+            logger.exception("Could not store %s in the database; spooling it", what)
+    try:
+        return "spool", to_spool()
+    except Refused:
+        raise
+    except Exception:
+        logger.critical(*lost, exc_info=True)
+        return "log", None
 
 
 @dataclass(frozen=True)
@@ -483,6 +557,7 @@ class ReplayReport:
     already_recorded: int = 0
     remaining: int = 0
     notes_attached: int = 0
+    notes_refused: int = 0  # spooled contact details whose disclosure was not their conversation's session's
 
 
 def replay_spool(settings: Settings) -> ReplayReport:
@@ -501,7 +576,7 @@ def replay_spool(settings: Settings) -> ReplayReport:
     except Exception:
         logger.exception("No encryption key: spooled records that were stored unencrypted must wait")
         cipher = None
-    replayed = already = attached = 0
+    replayed = already = attached = refused = 0
     database_down = False
     for record in [record for record in records if not _is_note_record(record)]:
         try:
@@ -541,6 +616,11 @@ def replay_spool(settings: Settings) -> ReplayReport:
                 "Spooled contact details %s wait for their disclosure: %s", record["reference"], exc
             )
             continue
+        except NoteOutOfScope:
+            # Not this conversation's or session's disclosure (logged by _refuse): dropped, never attached.
+            spool.mark_replayed(str(record["reference"]))
+            refused += 1
+            continue
         except (OperationalError, DBInterfaceError, OSError) as exc:
             logger.warning("Database unavailable (%s); contact details stay spooled", exc)
             break
@@ -553,25 +633,39 @@ def replay_spool(settings: Settings) -> ReplayReport:
         attached += 1
     remaining = spool.compact()
     return ReplayReport(
-        replayed=replayed, already_recorded=already, remaining=remaining, notes_attached=attached
+        replayed=replayed,
+        already_recorded=already,
+        remaining=remaining,
+        notes_attached=attached,
+        notes_refused=refused,
     )
 
 
 # --- contact details added after a disclosure ---------------------------------------------------------------
 
 
-class NoteTargetMissing(LookupError):
+class NoteTargetMissing(Postpone, LookupError):
     """The disclosure a note belongs to is not in the database (yet): it is still spooled, or unrecorded."""
+
+
+class NoteOutOfScope(Refused):
+    """The disclosure a note names is not one made in the note's conversation and session: never attached."""
 
 
 @dataclass(frozen=True)
 class NoteResult:
     """Where added contact details went. ``stored="log"`` means nowhere: logged at CRITICAL (the words are
-    still in Rasa's tracker store). ``reference`` is the disclosure they were attached to, when known."""
+    still in Rasa's tracker store). ``stored="refused"``: not stored, because the disclosure named is not one
+    of this conversation's current session (``reference`` is then None: nothing to tell the person).
+    ``reference`` is the disclosure they were attached to, when known."""
 
-    stored: Stored
+    stored: Stored | Literal["refused"]
     reference: str | None
     created: bool = True
+
+    @property
+    def kept(self) -> bool:
+        return self.stored in ("database", "spool")
 
 
 @dataclass(frozen=True)
@@ -592,6 +686,10 @@ class PreparedNote:
     audit_detail: dict[str, Any]
     text_encrypted: str | None  # None only when the key could not be loaded, and then only for the spool
     plaintext: str | None = None
+    channel: str | None = None
+    origin: str | None = None  # NOTE_ORIGINS: what asked for it
+    # The keys of the user messages of the session the note was given in; None: not known (sender only).
+    session_keys: tuple[str, ...] | None = None
 
     def to_spool_record(self) -> dict[str, Any]:
         record: dict[str, Any] = {
@@ -610,6 +708,9 @@ class PreparedNote:
             "text_chars": self.text_chars,
             "audit_detail": self.audit_detail,
             "text_encrypted": self.text_encrypted,
+            "channel": self.channel,
+            "origin": self.origin,
+            "session_keys": list(self.session_keys) if self.session_keys is not None else None,
         }
         if self.plaintext is not None:
             record["unencrypted_text"] = self.plaintext
@@ -623,6 +724,7 @@ class PreparedNote:
                 raise ValueError("note was spooled unencrypted and no encryption key is available")
             text_encrypted = cipher.encrypt(str(record.get("unencrypted_text") or ""))
         detail = record.get("audit_detail")
+        session_keys = record.get("session_keys")
         return cls(
             spool_id=str(record["reference"]),
             kind=str(record.get("kind") or "contact"),
@@ -636,7 +738,26 @@ class PreparedNote:
             text_chars=int(record.get("text_chars") or 0),
             audit_detail=dict(detail) if isinstance(detail, Mapping) else {},
             text_encrypted=text_encrypted,
+            channel=record.get("channel"),
+            origin=record.get("origin"),
+            session_keys=tuple(str(key) for key in session_keys) if isinstance(session_keys, list) else None,
         )
+
+    def out_of_scope(self, sender_id: Any, message_id: Any) -> str | None:
+        """Why the disclosure of (``sender_id``, ``message_id``) is not this note's to attach to, or None.
+
+        The same conversation: the disclosure's ``sender_id`` is the note's. The same session: the
+        disclosure's message is one of the user messages of the session the note was given in
+        (``session_keys``, read from Rasa's tracker, after its latest ``session_started``). Message keys
+        rather than times: a disclosure recorded late (from the spool, or by the reconciler) keeps its
+        message's key but not its time, and clocks need not agree; the slot that carries the reference
+        over to a new session carries no message of that session.
+        """
+        if sender_id != self.sender_id:
+            return "it belongs to another conversation"
+        if self.session_keys is not None and message_id not in self.session_keys:
+            return "it was made in an earlier session of this conversation"
+        return None
 
 
 def _is_note_record(record: Mapping[str, Any]) -> bool:
@@ -660,10 +781,14 @@ def prepare_note(
     kind: str = "contact",
     audit_detail: Mapping[str, Any] | None = None,
     source: str = "action",
+    channel: Any = None,
+    origin: Any = None,
+    session_keys: Iterable[Any] | None = None,
 ) -> PreparedNote:
     """Clean the keys the same way ``prepare_disclosure`` does (so they match) and encrypt the words."""
     words = _as_text(text)[:MAX_TEXT_CHARS]
     reference = _label(disclosure_reference, 20, "").upper() or None
+    origin_label = _label(origin, 30, "").lower()
     fields: dict[str, Any] = dict(
         spool_id=f"NOTE-{new_reference()}",
         kind=kind if kind in NOTE_KINDS else "contact",
@@ -676,6 +801,13 @@ def prepare_note(
         source=source if source in ("action", "spool") else "action",
         text_chars=len(words),
         audit_detail=dict(audit_detail or {}),
+        channel=_label(channel, 64, "") or None,
+        origin=origin_label if origin_label in NOTE_ORIGINS else None,
+        session_keys=(
+            None
+            if session_keys is None
+            else tuple(dict.fromkeys(k for k in (_key(v, 255, "") for v in session_keys) if k))
+        ),
     )
     try:
         cipher = load_cipher(settings)
@@ -707,16 +839,30 @@ def _note_target(session: Session, note: PreparedNote) -> Disclosure | None:
     return None
 
 
+def _refuse(note: PreparedNote, reference: str | None, why: str) -> NoteOutOfScope:
+    # The reference is logged (logs never carry words); the person is never told it.
+    logger.warning(
+        "Contact details from conversation %s (message %s) NOT attached to disclosure %s: %s",
+        note.sender_id,
+        note.message_id,
+        reference,
+        why,
+    )
+    return NoteOutOfScope(f"disclosure {reference}: {why}")
+
+
 def store_note_in_database(settings: Settings, note: PreparedNote, *, source: str) -> tuple[str, bool]:
     """Commit the note, its "contact_added" audit event and one outbox row per DSL channel (kind
     ``contact:<note id>``: "contact details were added", never the details) together; returns (disclosure
     reference, created). A note already stored (a retried action, a second replay) queues nothing again.
 
-    Raises ``NoteTargetMissing`` when the disclosure is not in the database, and on database failure.
+    Raises ``NoteTargetMissing`` when the disclosure is not in the database, ``NoteOutOfScope`` when it is
+    not one of the note's conversation and session (``PreparedNote.out_of_scope``), and on database failure.
     """
     if note.text_encrypted is None:
         raise ValueError("refusing to store unencrypted contact details in the database")
     engine = get_engine(settings.database_url)
+    refused: tuple[str, str] | None = None
     for _ in range(3):
         try:
             with Session(engine, future=True) as session, session.begin():
@@ -727,6 +873,18 @@ def store_note_in_database(settings: Settings, note: PreparedNote, *, source: st
                         f"(conversation {note.disclosure_sender_id}, message {note.disclosure_message_id}) "
                         "in the database"
                     )
+                why = note.out_of_scope(disclosure.sender_id, disclosure.message_id)
+                if why:
+                    # The DSL sees that something was aimed at this record, never what: nothing is stored.
+                    add_audit_event(
+                        session,
+                        disclosure_id=disclosure.id,
+                        actor=SYSTEM_ACTOR,
+                        action="contact_refused",
+                        detail={"source": source, "why": why, "text_chars": note.text_chars},
+                    )
+                    refused = (disclosure.reference, why)
+                    break
                 existing = session.execute(
                     select(DisclosureNote.id).where(
                         DisclosureNote.disclosure_id == disclosure.id,
@@ -746,6 +904,8 @@ def store_note_in_database(settings: Settings, note: PreparedNote, *, source: st
                     text_encrypted=note.text_encrypted,
                     created_at=note.created_at,
                     source=source,
+                    channel=note.channel,
+                    origin=note.origin,
                 )
                 session.add(row)
                 session.flush()
@@ -764,6 +924,7 @@ def store_note_in_database(settings: Settings, note: PreparedNote, *, source: st
                         "note_id": row.id,
                         "text_chars": note.text_chars,
                         "alerts_queued": [f"{channel}:{recipient}" for channel, recipient in planned],
+                        **({"origin": note.origin} if note.origin else {}),
                         **note.audit_detail,
                     },
                     at=now,
@@ -771,11 +932,25 @@ def store_note_in_database(settings: Settings, note: PreparedNote, *, source: st
                 return disclosure.reference, True
         except IntegrityError:
             continue  # the same note was added between our check and our insert: look again
+    if refused is not None:
+        raise _refuse(note, *refused)
     raise RuntimeError(f"could not store contact details for {note.disclosure_reference} after conflicts")
 
 
 def spool_note(settings: Settings, note: PreparedNote) -> None:
-    """Append the note to the spool (fsync'd) unless the same message's note is already there."""
+    """Append the note to the spool (fsync'd) unless the same message's note is already there.
+
+    A note whose disclosure waits in the spool is checked against it first (``NoteOutOfScope``); one whose
+    disclosure is nowhere yet is checked when ``replay_spool`` attaches it.
+    """
+    for record in Spool(settings.spool_dir).records():
+        if _is_note_record(record):
+            continue
+        named = bool(note.disclosure_reference) and record.get("reference") == note.disclosure_reference
+        if named:
+            why = note.out_of_scope(record.get("sender_id"), record.get("message_id"))
+            if why:
+                raise _refuse(note, note.disclosure_reference, why)
     _spool_once(
         settings,
         note.to_spool_record(),
@@ -798,12 +973,23 @@ def attach_contact_details(
     message_id: Any,
     text: Any,
     audit_detail: Mapping[str, Any] | None = None,
+    channel: Any = None,
+    origin: Any = None,
+    session_keys: Iterable[Any] | None = None,
 ) -> NoteResult:
     """Attach contact details to a disclosure durably before returning; never raises.
 
     The disclosure is found by ``disclosure_reference``, else by the Rasa message it was recorded from. If it
     is not in the database (it went to the spool, or the database is down) the note is spooled and attached
     by ``replay_spool`` once its disclosure is there.
+
+    Scope, checked here and not trusted to the caller: the disclosure must be one of conversation
+    ``sender_id`` and, when ``session_keys`` is given (the actions always give it: the keys of the current
+    session's user messages, ``turns.Conversation.session_keys``), made in that session. Otherwise nothing is
+    stored (``stored="refused"``): a reference carried in a slot, typed, or left from an earlier session never
+    lets one conversation add to another's record. A refusal is audited on the disclosure it named
+    ("contact_refused": why, and how many characters; never the words). ``channel`` and ``origin``
+    (``NOTE_ORIGINS``) say where the details came from, for ``schoolguide disclosures show``.
     """
     try:
         note = prepare_note(
@@ -815,6 +1001,9 @@ def attach_contact_details(
             message_id=message_id,
             text=text,
             audit_detail=audit_detail,
+            channel=channel,
+            origin=origin,
+            session_keys=session_keys,
         )
     except Exception:
         logger.critical(
@@ -827,27 +1016,26 @@ def attach_contact_details(
         )
         return NoteResult(stored="log", reference=None, created=False)
 
-    if note.text_encrypted is not None:
-        try:
-            reference, created = store_note_in_database(settings, note, source=note.source)
-            return NoteResult(stored="database", reference=reference, created=created)
-        except NoteTargetMissing as exc:
-            logger.warning("Spooling contact details until their disclosure is in the database: %s", exc)
-        except (OperationalError, DBInterfaceError, OSError) as exc:
-            logger.error("Safeguarding database unavailable (%s); spooling contact details", exc)
-        except Exception:
-            logger.exception("Could not store contact details in the database; spooling them")
-
     try:
-        spool_note(settings, note)
-        return NoteResult(stored="spool", reference=note.disclosure_reference)
-    except Exception:
-        logger.critical(
-            "CONTACT DETAILS NOT STORED: database and spool both failed. disclosure=%s conversation=%s "
-            "message=%s. They are still in the Rasa tracker store.",
-            note.disclosure_reference,
-            note.sender_id,
-            note.message_id,
-            exc_info=True,
+        stored, outcome = _write_durably(
+            f"contact details for {note.disclosure_reference or 'a disclosure'}",
+            to_database=(
+                (lambda: store_note_in_database(settings, note, source=note.source))
+                if note.text_encrypted is not None
+                else None
+            ),
+            to_spool=lambda: spool_note(settings, note),
+            lost=(
+                "CONTACT DETAILS NOT STORED: database and spool both failed. disclosure=%s conversation=%s "
+                "message=%s. They are still in the Rasa tracker store.",
+                note.disclosure_reference,
+                note.sender_id,
+                note.message_id,
+            ),
         )
-        return NoteResult(stored="log", reference=note.disclosure_reference, created=False)
+    except NoteOutOfScope:
+        return NoteResult(stored="refused", reference=None, created=False)
+    if stored == "database":
+        reference, created = outcome
+        return NoteResult(stored="database", reference=reference, created=created)
+    return NoteResult(stored=stored, reference=note.disclosure_reference, created=stored != "log")

@@ -7,9 +7,10 @@ One declarative ``Base`` holds four tables:
   twice, however many times the action, the spool replay or the reconciler sees it.
 * ``disclosure_notes`` what the person added after their disclosure (so far only ``kind="contact"``: the
   optional name and class of a pupil, or a parent's phone number or e-mail address), encrypted like the words.
-  ``(disclosure_id, kind, sender_id, message_id)`` is unique, so a retried action adds a note once. A child
-  table rather than a column: ``init_db`` creates a missing table on an existing database, it does not add
-  columns (there are no migrations).
+  ``(disclosure_id, kind, sender_id, message_id)`` is unique, so a retried action adds a note once. Each note
+  says where it came from: ``channel``, ``origin`` (``NOTE_ORIGINS``: what asked for it) and ``source``
+  ("action", or "spool" when replayed). ``channel`` and ``origin`` came later: ``init_db`` adds them to an
+  existing table (``_add_columns``; empty for older notes).
 * ``audit_events``    append-only. The code has no update or delete path for it, the ORM refuses to flush
   a change to an existing row, and ``init_db`` installs database triggers (SQLite and PostgreSQL) that abort
   any UPDATE or DELETE. Triggers do not stop ``TRUNCATE`` or a superuser dropping them: in production run the
@@ -77,8 +78,12 @@ AUDIT_ACTIONS = (
     "exported",
     "contact_added",
     "alert_queued",
+    # Contact details aimed at this disclosure from another conversation or session: not stored.
+    "contact_refused",
 )
 NOTE_KINDS = ("contact",)
+# What asked for a note: the contact form's answer, or the message right after it (contact_more_form).
+NOTE_ORIGINS = ("contact_form", "contact_more")
 # "sending" is the short-lived claim a worker holds while talking to SMTP or the webhook; "cancelled" is an
 # escalation that became moot because the disclosure was acknowledged before it went out; "routed" is a
 # placeholder (channel "unrouted", see outbox) replaced by real rows once an alert channel was configured.
@@ -166,6 +171,9 @@ class DisclosureNote(Base):
     text_encrypted = Column(Text, nullable=False)
     created_at = Column(UTCDateTime, nullable=False)
     source = Column(String(20), nullable=False)  # "action", or "spool" when replayed
+    # Added after the first release (init_db adds them in place): None for notes stored before.
+    channel = Column(String(64))  # the Rasa input channel of the message
+    origin = Column(String(30))  # one of NOTE_ORIGINS
 
 
 class AuditEvent(Base):
@@ -343,6 +351,7 @@ def init_db(engine: Engine) -> None:
         # Two processes creating the tables at once on PostgreSQL: the loser sees a duplicate; try again.
         Base.metadata.create_all(engine, tables=core)
     _create_notes_table(engine)
+    _upgrade_notes(engine)
     _upgrade_audit_chain(engine)
     if engine.dialect.name == "sqlite":
         with engine.begin() as connection:
@@ -385,6 +394,38 @@ def _create_notes_table(engine: Engine) -> None:
 
 
 _CHAIN_COLUMNS = {"seq": "INTEGER", "prev_hash": "VARCHAR(64)", "row_hash": "VARCHAR(64)"}
+_NOTE_COLUMNS = {"channel": "VARCHAR(64)", "origin": "VARCHAR(30)"}
+
+
+def _add_columns(engine: Engine, table: str, columns: dict[str, str]) -> set[str]:
+    """``ALTER TABLE table ADD COLUMN`` for each of ``columns`` (name: SQL type, nullable) it lacks;
+    idempotent, and safe against another process doing the same. Returns the columns it had before."""
+    present = {column["name"] for column in inspect(engine).get_columns(table)}
+    for name, sql_type in columns.items():
+        if name not in present:
+            try:
+                with engine.begin() as connection:
+                    connection.execute(text(f"ALTER TABLE {table} ADD COLUMN {name} {sql_type}"))
+            except (OperationalError, ProgrammingError):
+                # Another process added it first; anything else shows when the column is used.
+                if name not in {c["name"] for c in inspect(engine).get_columns(table)}:
+                    raise
+    return present
+
+
+def _upgrade_notes(engine: Engine) -> None:
+    """Add ``channel`` and ``origin`` to a ``disclosure_notes`` table from before them. A least-privilege role
+    cannot: that is logged, and contact details wait in the spool until the owner runs any ``schoolguide
+    disclosures`` command (disclosures themselves are not affected)."""
+    try:
+        if inspect(engine).has_table(DisclosureNote.__tablename__):
+            _add_columns(engine, DisclosureNote.__tablename__, _NOTE_COLUMNS)
+    except (OperationalError, ProgrammingError) as exc:
+        logger.error(
+            "Cannot add the channel and origin columns to disclosure_notes (%s): contact details are spooled "
+            "until the database owner runs any `schoolguide disclosures` command",
+            getattr(exc, "orig", exc),
+        )
 
 
 def _upgrade_audit_chain(engine: Engine) -> None:
@@ -392,16 +433,7 @@ def _upgrade_audit_chain(engine: Engine) -> None:
     hash the existing rows in id order. A least-privilege role cannot: that is logged, and until the owner
     runs any ``schoolguide disclosures`` command, disclosures wait in the spool (nothing is lost)."""
     try:
-        columns = {column["name"] for column in inspect(engine).get_columns("audit_events")}
-        for name, sql_type in _CHAIN_COLUMNS.items():
-            if name not in columns:
-                try:
-                    with engine.begin() as connection:
-                        connection.execute(text(f"ALTER TABLE audit_events ADD COLUMN {name} {sql_type}"))
-                except (OperationalError, ProgrammingError):
-                    # Another process added it first; anything else shows when the column is used.
-                    if name not in {c["name"] for c in inspect(engine).get_columns("audit_events")}:
-                        raise
+        columns = _add_columns(engine, "audit_events", _CHAIN_COLUMNS)
         if "seq" not in columns:
             with engine.begin() as connection:
                 connection.execute(

@@ -32,7 +32,9 @@ from urllib.parse import urlencode
 import aiohttp
 import pytest
 import requests
+from slack_sdk.signature import Clock, SignatureVerifier
 
+from bot.channels.limits import WebLimits
 from bot.channels.slack import (
     RecentKeys,
     SchoolGuideSlackBot,
@@ -43,8 +45,8 @@ from bot.channels.slack import (
     normalise_base_url,
     policy_context_line,
     signature_problem,
-    slack_signature,
 )
+from bot.channels.validation import MAX_MESSAGE_CHARS
 from bot.settings import Settings
 
 # Obviously not a real token (and it lives in tests/ only).
@@ -145,11 +147,16 @@ def unescape(text: str) -> str:
 # --- Requests as Slack sends them ------------------------------------------------------------------------
 
 
+def slack_signature(secret: str, timestamp: str, body: bytes) -> str:
+    """The v0 signature as Slack computes it, written out here (not slack_sdk's) to check the library."""
+    base = b"v0:" + timestamp.encode() + b":" + body
+    return "v0=" + hmac.new(secret.encode(), base, hashlib.sha256).hexdigest()
+
+
 def signed_headers(secret: str, body: bytes, content_type: str = "application/json", timestamp=None) -> dict:
     """The headers Slack sends: the request timestamp and the v0 HMAC-SHA256 signature, computed here."""
     timestamp = str(int(time.time()) if timestamp is None else timestamp)
-    base = b"v0:" + timestamp.encode() + b":" + body
-    signature = "v0=" + hmac.new(secret.encode(), base, hashlib.sha256).hexdigest()
+    signature = slack_signature(secret, timestamp, body)
     return {
         "Content-Type": content_type,
         "X-Slack-Request-Timestamp": timestamp,
@@ -189,7 +196,19 @@ def encode(body) -> bytes:
     return json.dumps(body).encode()
 
 
-# --- Unit: signatures --------------------------------------------------------------------------------------
+# --- Unit: signatures (slack_sdk's SignatureVerifier, and what is done before it) --------------------------
+
+
+class FixedClock(Clock):
+    def __init__(self, now: float) -> None:
+        self._now = now
+
+    def now(self) -> float:
+        return self._now
+
+
+def verifier(secret: str, now: float) -> SignatureVerifier:
+    return SignatureVerifier(secret, clock=FixedClock(now))
 
 
 def test_signature_matches_slacks_documented_example():
@@ -201,32 +220,28 @@ def test_signature_matches_slacks_documented_example():
         b"&trigger_id=398738663015.47445629121.803a0bc887a14d10d2c447fce8b6703c"
     )
     expected = "v0=a2114d57b48eac39b9ad189dd8316235a7b4a8d21a10bd27519666489c69b503"
-    assert slack_signature("8f742231b10e8888abcd99yyyzzz85a5", "1531420618", body) == expected
-    assert (
-        signature_problem(
-            "8f742231b10e8888abcd99yyyzzz85a5", "1531420618", expected, body, now=1531420618 + 60
-        )
-        is None
-    )
+    secret = "8f742231b10e8888abcd99yyyzzz85a5"
+    assert slack_signature(secret, "1531420618", body) == expected
+    checker = verifier(secret, now=1531420618 + 60)
+    assert checker.generate_signature(timestamp="1531420618", body=body) == expected
+    assert signature_problem(checker, "1531420618", expected, body) is None
 
 
-def test_signature_agrees_with_slack_sdks_verifier():
-    from slack_sdk.signature import SignatureVerifier
-
-    secret, body, ts = (
-        secrets.token_hex(16),
-        encode({"type": "event_callback", "x": "é"}),
-        str(int(time.time())),
-    )
+def test_slack_sdk_signs_bytes_and_str_bodies_alike():
+    # slack_sdk decodes a bytes body as UTF-8 and signs the re-encoded text: the same bytes for any UTF-8.
+    secret, ts = secrets.token_hex(16), str(int(time.time()))
+    body = encode({"type": "event_callback", "text": "café – 👍"})
+    checker = SignatureVerifier(secret)
     signature = slack_signature(secret, ts, body)
-    assert SignatureVerifier(secret).is_valid(body, ts, signature)
-    assert signature == SignatureVerifier(secret).generate_signature(timestamp=ts, body=body)
+    assert checker.is_valid(body, ts, signature) and checker.is_valid(body.decode(), ts, signature)
+    assert signature_problem(checker, ts, signature, body) is None
 
 
 @pytest.mark.parametrize(
     "case",
-    ["wrong secret", "body changed", "stale", "future", "no signature", "no timestamp", "not a number", "v1"],
-)
+    ["wrong secret", "body changed", "stale", "future", "no signature", "no timestamp", "not a number", "v1",
+     "non-ascii signature", "not utf-8", "empty signature"],
+)  # fmt: skip
 def test_signature_problems(case):
     secret, body, now = "s3cret", b'{"type":"event_callback"}', 1_700_000_000
     ts, signature = str(now), slack_signature("s3cret", str(now), body)
@@ -246,15 +261,35 @@ def test_signature_problems(case):
         ts = "yesterday"
     elif case == "v1":
         signature = signature.replace("v0=", "v1=")
-    assert signature_problem(secret, ts, signature, body, now=now)
+    elif case == "non-ascii signature":  # hmac.compare_digest would raise TypeError on this str
+        signature = signature[:-1] + "é"
+    elif case == "not utf-8":  # slack_sdk would raise UnicodeDecodeError; signed over the raw bytes here
+        body = b"\xff\xfe" + body
+        signature = slack_signature(secret, ts, body)
+    elif case == "empty signature":
+        signature = ""
+    problem = signature_problem(verifier(secret, now), ts, signature, body)
+    assert isinstance(problem, str) and problem
 
 
-def test_signature_within_five_minutes_is_accepted():
+def test_signature_within_five_minutes_either_way_is_accepted():
     body, now = b"{}", 1_700_000_000
-    for skew in (-299, 0, 299):
+    for skew in (-300, -299, 0, 299, 300):
         ts = str(now + skew)
-        assert signature_problem("k", ts, slack_signature("k", ts, body), body, now=now) is None
-    assert signature_problem("", str(now), slack_signature("", str(now), body), body, now=now)  # no secret
+        assert signature_problem(verifier("k", now), ts, slack_signature("k", ts, body), body) is None
+    for skew in (-301, 301):
+        ts = str(now + skew)
+        assert "five minutes" in signature_problem(
+            verifier("k", now), ts, slack_signature("k", ts, body), body
+        )
+
+
+def test_the_signing_secret_is_not_in_a_refusal():
+    secret = "a-signing-secret-" + secrets.token_hex(8)
+    ts = str(int(time.time()))
+    for sig in (slack_signature("other", ts, b"{}"), "v0=" + "0" * 64, "é"):
+        problem = signature_problem(SignatureVerifier(secret), ts, sig, b"{}")
+        assert problem and secret not in problem
 
 
 # --- Unit: exactly once ----------------------------------------------------------------------------------
@@ -338,6 +373,8 @@ def test_the_channel_refuses_to_run_without_a_signing_secret():
 
     with pytest.raises(InvalidConfigException):
         SchoolGuideSlackInput.from_credentials({"slack_token": SLACK_TOKEN, "slack_signing_secret": ""})
+    with pytest.raises(InvalidConfigException):  # slack_sdk's verifier refuses a blank secret
+        SchoolGuideSlackInput.from_credentials({"slack_token": SLACK_TOKEN, "slack_signing_secret": "   "})
     with pytest.raises(Exception):  # noqa: B017 - Rasa raises its own missing-credentials error
         SchoolGuideSlackInput.from_credentials({"slack_signing_secret": "abc"})
 
@@ -521,10 +558,30 @@ async def test_a_button_clicked_once_is_answered_once_across_processes(two_proce
     assert len(first.received) == 1 and second.received == []
 
 
-@pytest.mark.parametrize("forgery", ["unsigned", "wrong secret", "stale", "tampered"])
-async def test_unsigned_or_forged_requests_are_rejected(webhook, forgery):
+@pytest.mark.parametrize(
+    "forgery",
+    [
+        "unsigned",
+        "wrong secret",
+        "stale",
+        "future",
+        "tampered",
+        "timestamp not a number",
+        "non-ascii signature",
+    ],
+)
+async def test_unsigned_or_forged_requests_are_rejected(webhook, forgery, caplog):
     body = encode(message_event("hello", user="U1", channel="D1"))
-    if forgery == "unsigned":
+    if forgery == "future":
+        status, _, _ = await webhook.post(body, timestamp=int(time.time()) + 6 * 60)
+    elif forgery == "timestamp not a number":
+        headers = {**signed_headers(webhook.secret, body), "X-Slack-Request-Timestamp": "now"}
+        status, _, _ = await webhook.post(body, signed=False, headers=headers)
+    elif forgery == "non-ascii signature":
+        headers = {**signed_headers(webhook.secret, body)}
+        headers["X-Slack-Signature"] = headers["X-Slack-Signature"][:-1] + "é"
+        status, _, _ = await webhook.post(body, signed=False, headers=headers)
+    elif forgery == "unsigned":
         status, _, _ = await webhook.post(body, signed=False)
     elif forgery == "wrong secret":
         status, _, _ = await webhook.post(body, signed=False, headers=signed_headers("guess", body))
@@ -534,6 +591,15 @@ async def test_unsigned_or_forged_requests_are_rejected(webhook, forgery):
         headers = signed_headers(webhook.secret, body)
         status, _, _ = await webhook.post(body.replace(b"hello", b"HELLO"), signed=False, headers=headers)
     assert status == 401
+    assert webhook.received == []
+    assert webhook.secret not in caplog.text  # the signing secret is never logged
+
+
+async def test_a_signed_body_that_is_not_utf8_cannot_be_verified_and_is_refused(webhook):
+    # slack_sdk verifies the body as text; Slack only sends UTF-8, so anything else is not from Slack.
+    for body in (b"\xff\xfe", b'{"type": "event_callback", "x": "\xe9"}'):
+        status, text, _ = await webhook.post(body)
+        assert status == 401 and "UTF-8" in text
     assert webhook.received == []
 
 
@@ -546,7 +612,7 @@ async def test_url_verification_echoes_the_challenge(webhook):
 
 @pytest.mark.parametrize(
     "body, content_type",
-    [(b"{not json", JSON), (b"[1, 2]", JSON), (b"\xff\xfe", JSON), (b"", JSON),
+    [(b"{not json", JSON), (b"[1, 2]", JSON), (b"", JSON),
      (b'{"type": "event_callback", "event": 5}', JSON),
      (b"payload=%7Bbroken", FORM), (b"nothing=here", FORM)],
 )  # fmt: skip
@@ -638,6 +704,117 @@ async def test_a_button_click_is_sent_as_its_payload(webhook):
     [message] = webhook.received
     assert message.text == "/ask_staff_befriend_pupils" and message.sender_id == "slack:U106"
     assert message.metadata["audience"] == "staff"
+
+
+# --- Message length and rate limits, as on the web channels ------------------------------------------------
+
+
+async def test_a_long_message_is_cut_to_the_web_channels_limit_not_refused(webhook):
+    text = "a year 5 girl just told me an adult asked her for photos. " + "x" * (MAX_MESSAGE_CHARS + 2000)
+    status, _, _ = await webhook.post(encode(message_event(text, user="U300", channel="D300")))
+    assert status == 200
+    [message] = webhook.received  # cut, not refused: a long disclosure still reaches the detector
+    assert message.text == text[:MAX_MESSAGE_CHARS]
+
+
+async def test_broken_unicode_and_control_characters_are_cleaned(webhook):
+    status, _, _ = await webhook.post(
+        encode(message_event("ok?\ud83d\x00 thanks", user="U301", channel="D301"))
+    )
+    assert status == 200
+    [message] = webhook.received
+    assert message.text == "ok?\ufffd  thanks"
+
+
+@pytest.fixture
+async def make_webhook(slack_api, monkeypatch):
+    """Serve channels built with the given options (``limits=...``); closed at the end of the test."""
+    from sanic import Sanic
+
+    monkeypatch.setattr(Sanic, "test_mode", True)
+    servers = []
+    async with aiohttp.ClientSession() as session:
+
+        async def make(**options) -> Webhook:
+            received: list = []
+            secret = secrets.token_hex(16)
+            channel = SchoolGuideSlackInput(SLACK_TOKEN, secret, slack_api.base_url, "lunsford", **options)
+            server, url = await _serve(channel, received)
+            servers.append(server)
+            return Webhook(url, secret, received, session)
+
+        yield make
+    for server in servers:
+        await server.close()
+
+
+async def _told_to_wait(slack_api, channel: str, count: int = 1) -> list[str]:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        told = [t for t in slack_api.texts(channel) if "send it again" in t]
+        if len(told) >= count:
+            await asyncio.sleep(0.2)
+            return [t for t in slack_api.texts(channel) if "send it again" in t]
+        await asyncio.sleep(0.05)
+    return []
+
+
+async def test_a_person_over_the_rate_limit_is_told_once_and_not_handled(make_webhook, slack_api):
+    hook = await make_webhook(limits=WebLimits(per_sender=2, per_ip=0, may_be_disclosure=lambda text: False))
+    for n in range(5):
+        status, _, headers = await hook.post(
+            encode(message_event(f"question {n}", user="U310", channel="D310"))
+        )
+        assert status == 200
+        if n >= 2:  # acknowledged, so Slack does not retry it
+            assert headers.get("X-Slack-No-Retry") == "1"
+    assert [m.text for m in hook.received] == ["question 0", "question 1"]
+    [told] = await _told_to_wait(slack_api, "D310")  # once, not once per refused message
+    assert "seconds" in told
+    # A button click counts too; someone else is not held up.
+    click = {
+        "type": "block_actions",
+        "user": {"id": "U310"},
+        "channel": {"id": "D310"},
+        "trigger_id": "5.5.5",
+        "actions": [{"type": "button", "value": "/policy_minimum_age"}],
+    }
+    status, _, headers = await hook.post(
+        urlencode({"payload": json.dumps(click)}).encode(), content_type=FORM
+    )
+    assert status == 200 and headers.get("X-Slack-No-Retry") == "1"
+    await hook.post(encode(message_event("hello", user="U311", channel="D311")))
+    assert [m.sender_id for m in hook.received] == ["slack:U310", "slack:U310", "slack:U311"]
+
+
+async def test_the_rate_limit_never_swallows_a_first_disclosure(make_webhook):
+    from bot.safeguarding.detector import get_detector
+
+    get_detector()  # loaded before the buckets start (the Rasa server loads it at start-up)
+    hook = await make_webhook(limits=WebLimits(per_sender=1, per_ip=0))  # the real detector decides
+    disclosure = "a year 5 girl just told me an adult asked her for photos"
+    for text in ("hello", "what about tiktok?", disclosure):
+        assert (await hook.post(encode(message_event(text, user="U320", channel="D320"))))[0] == 200
+    assert [m.text for m in hook.received] == ["hello", disclosure]
+
+
+async def test_without_its_own_limits_slack_uses_the_web_channels_per_sender_limit(
+    make_webhook, monkeypatch, fresh_settings
+):
+    from bot.channels import limits as limits_module
+    from bot.settings import get_settings
+
+    monkeypatch.setenv("SCHOOLGUIDE_RATE_LIMIT_PER_SENDER", "1")
+    get_settings.cache_clear()
+    limits_module._shared.cache_clear()
+    try:
+        hook = await make_webhook()
+        await hook.post(encode(message_event("first", user="U330", channel="D330")))
+        _, _, headers = await hook.post(encode(message_event("second", user="U330", channel="D330")))
+        assert headers.get("X-Slack-No-Retry") == "1"
+        assert [m.text for m in hook.received] == ["first"]
+    finally:
+        limits_module._shared.cache_clear()
 
 
 # --- End to end: the real stack with Slack switched on ----------------------------------------------------

@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
 from bot.channels import teams
+from bot.channels.limits import WebLimits
 from bot.channels.teams import (
     AuthError,
     JwtValidator,
@@ -38,6 +39,7 @@ from bot.channels.teams import (
     TokenError,
     TokenProvider,
 )
+from bot.channels.validation import MAX_MESSAGE_CHARS
 
 APP_ID = "5a4d1c7e-0b9f-4c1e-9d55-1f2e3a4b5c6d"
 APP_PASSWORD = "test-client-secret~not-a-real-one"
@@ -138,6 +140,7 @@ class FakeMicrosoft:
     kid: str = "test-key-1"
     token_status: int = 200
     service_status: list = field(default_factory=list)  # statuses to answer posts with, in turn (then 200)
+    jwks_down: bool = False  # the keys endpoint answers 503 (the metadata document is still served)
 
     def __post_init__(self):
         self.jwks = [public_jwk(self.key, self.kid)]
@@ -158,6 +161,8 @@ class FakeMicrosoft:
                 "token_endpoint_auth_methods_supported": ["private_key_jwt"],
             }
         if request.path == "/v1/.well-known/keys":
+            if self.jwks_down:
+                return 503, {"error": "unavailable"}
             return 200, {"keys": list(self.jwks)}
         return 404, {"error": "not found"}
 
@@ -350,30 +355,120 @@ async def test_a_new_signing_key_is_fetched_when_a_token_names_it(ms):
 
 
 async def test_unknown_key_ids_cannot_make_us_refetch_keys_in_a_loop(ms):
-    now = [1000.0]
-    validator = JwtValidator(APP_ID, ms.metadata_url, unknown_key_refresh=60, clock=lambda: now[0])
+    # PyJWKClient's cooldown: after a fetch, an unknown key id fetches again only once the cooldown is over.
+    junk_key = new_key()
+    validator = JwtValidator(APP_ID, ms.metadata_url, unknown_key_refresh=2.0)
     await validator.validate("Bearer " + ms.jwt())
     for i in range(5):
-        with pytest.raises(AuthError):
-            await validator.validate("Bearer " + ms.jwt(key=new_key(), kid=f"junk-{i}"))
+        with pytest.raises(AuthError, match="unknown key"):
+            await validator.validate("Bearer " + ms.jwt(key=junk_key, kid=f"junk-{i}"))
     assert validator.refreshes == 1
-    now[0] += 61
-    with pytest.raises(AuthError):
-        await validator.validate("Bearer " + ms.jwt(key=new_key(), kid="junk-later"))
+    await asyncio.sleep(2.1)
+    with pytest.raises(AuthError, match="unknown key"):
+        await validator.validate("Bearer " + ms.jwt(key=junk_key, kid="junk-later"))
     assert validator.refreshes == 2
+    assert len(ms.login.recorded("GET", "/v1/.well-known/openidconfiguration")) == 1  # metadata kept
 
 
-async def test_keys_are_refreshed_daily_and_cached_keys_survive_an_outage(ms):
-    now = [1000.0]
-    validator = JwtValidator(APP_ID, ms.metadata_url, clock=lambda: now[0])
+async def test_keys_are_refreshed_when_they_expire_and_cached_keys_survive_an_outage(ms):
+    validator = JwtValidator(APP_ID, ms.metadata_url, keys_max_age=0.5)
     await validator.validate("Bearer " + ms.jwt())
-    now[0] += 24 * 3600 + 1
+    await asyncio.sleep(0.6)
     await validator.validate("Bearer " + ms.jwt())
     assert validator.refreshes == 2
     ms.login.close()
-    now[0] += 24 * 3600 + 1
-    await validator.validate("Bearer " + ms.jwt())  # refresh failed; yesterday's keys still check the token
+    await asyncio.sleep(0.6)
+    await validator.validate("Bearer " + ms.jwt())  # refresh failed; the last keys still check the token
     assert validator.refreshes == 2
+    with pytest.raises(AuthError):  # ...and still refuse what they did not sign
+        await validator.validate("Bearer " + ms.jwt(key=new_key()))
+
+
+def _metadata_server(jwks_uri: str) -> FakeServer:
+    """An OpenID metadata document naming ``jwks_uri``."""
+
+    def route(request):
+        return 200, {
+            "issuer": ISSUER,
+            "jwks_uri": jwks_uri,
+            "id_token_signing_alg_values_supported": ["RS256"],
+        }
+
+    return FakeServer(route)
+
+
+async def test_unreachable_keys_are_reported_as_unavailable():
+    login = _metadata_server(f"http://127.0.0.1:{free_port()}/keys")  # nothing listens there
+    try:
+        validator = JwtValidator(APP_ID, f"{login.url}/v1/.well-known/openidconfiguration")
+        token = jwt.encode({"aud": APP_ID}, new_key(), algorithm="RS256", headers={"kid": "k"})
+        with pytest.raises(KeysUnavailable):
+            await validator.validate(f"Bearer {token}")
+    finally:
+        login.close()
+
+
+async def test_a_keys_endpoint_that_answers_nonsense_is_reported_as_unavailable():
+    keys = FakeServer(lambda request: (200, ["not", "a", "key", "set"]))
+    login = _metadata_server(f"{keys.url}/keys")
+    try:
+        validator = JwtValidator(APP_ID, f"{login.url}/meta")
+        token = jwt.encode({"aud": APP_ID}, new_key(), algorithm="RS256", headers={"kid": "k"})
+        with pytest.raises(KeysUnavailable):
+            await validator.validate(f"Bearer {token}")
+    finally:
+        login.close()
+        keys.close()
+
+
+class HangingServer:
+    """Accepts connections and never answers (a keys endpoint that hangs)."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+
+    def close(self):
+        self.sock.close()
+
+
+async def test_a_hanging_keys_endpoint_times_out_without_blocking_the_event_loop():
+    hanging = HangingServer()
+    login = _metadata_server(f"{hanging.url}/keys")
+    ticks = 0
+
+    async def ticker():
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.05)
+            ticks += 1
+
+    running = asyncio.ensure_future(ticker())
+    try:
+        validator = JwtValidator(APP_ID, f"{login.url}/meta", timeout=1.0)
+        token = jwt.encode({"aud": APP_ID}, new_key(), algorithm="RS256", headers={"kid": "k"})
+        started = time.monotonic()
+        with pytest.raises(KeysUnavailable):
+            await validator.validate(f"Bearer {token}")
+        waited = time.monotonic() - started
+        assert 0.9 <= waited < 5  # PyJWKClient's timeout, not forever
+        assert ticks >= 10  # the event loop kept running while urllib waited (in a worker thread)
+    finally:
+        running.cancel()
+        login.close()
+        hanging.close()
+
+
+async def test_the_openid_metadata_is_kept_while_a_refresh_fails(ms):
+    validator = JwtValidator(APP_ID, ms.metadata_url, keys_max_age=0.5, unknown_key_refresh=60)
+    await validator.validate("Bearer " + ms.jwt())
+    ms.login.close()
+    await asyncio.sleep(0.6)
+    for _ in range(3):
+        await validator.validate("Bearer " + ms.jwt())
+    assert validator.accepted_issuers() == (ISSUER,)
 
 
 async def test_no_keys_at_all_is_reported_as_unavailable_not_as_a_bad_token():
@@ -519,9 +614,10 @@ async def test_a_rejected_token_is_renewed_once(ms):
 # --- The webhook, served by Sanic (the dialogue engine replaced by an echo) --------------------------------
 
 
-async def _serve(ms, received: list, **credentials):
-    """A Teams channel (``credentials`` added to the test ones) served by its own Sanic app, echoing every
-    message; returns (server, post) where ``post(activity=None, auth=None, body=None)`` -> (status, text)."""
+async def _serve(ms, received: list, limits=None, **credentials):
+    """A Teams channel (``credentials`` added to the test ones; its own rate ``limits`` if given) served by
+    its own Sanic app, echoing every message; returns (server, post) where
+    ``post(activity=None, auth=None, body=None)`` -> (status, text)."""
     from sanic import Sanic
 
     channel = TeamsInput.from_credentials(
@@ -535,6 +631,7 @@ async def _serve(ms, received: list, **credentials):
             **credentials,
         }
     )
+    channel.limits = limits
 
     async def on_new_message(message):
         received.append(message)
@@ -723,6 +820,102 @@ async def test_webhook_says_503_when_the_keys_cannot_be_fetched(ms, webhook):
     ms.login.close()
     status, _ = await post(ms.activity("hi"), f"Bearer {ms.jwt()}")
     assert status == 503
+
+
+async def test_webhook_says_503_when_only_the_keys_endpoint_is_down(ms, webhook):
+    post, received = webhook
+    ms.jwks_down = True
+    status, _ = await post(ms.activity("hi"), f"Bearer {ms.jwt()}")
+    assert status == 503 and received == []
+
+
+# --- Message length and rate limits, as on the web channels -------------------------------------------------
+
+
+async def test_webhook_cuts_a_long_message_to_the_web_channels_limit(ms, webhook):
+    post, received = webhook
+    text = "A year 5 girl just told me an adult asked her for photos. " + "x" * (MAX_MESSAGE_CHARS + 5000)
+    status, _ = await post(ms.activity(text), f"Bearer {ms.jwt()}")
+    assert status == 202  # cut, not refused: a long disclosure still reaches the detector
+    [message] = received
+    assert message.text == text[:MAX_MESSAGE_CHARS]
+
+
+async def test_webhook_cleans_broken_unicode_and_control_characters(ms, webhook):
+    post, received = webhook
+    status, _ = await post(ms.activity("is this ok?\ud83d\x00 thanks"), f"Bearer {ms.jwt()}")
+    assert status == 202
+    [message] = received
+    assert message.text == "is this ok?\ufffd  thanks"
+
+
+def _told_to_wait(ms) -> list[str]:
+    return [p.json()["text"] for p in ms.posted() if "send it again" in p.json().get("text", "")]
+
+
+@pytest.fixture
+async def limited_webhook(ms, monkeypatch):
+    """The webhook with 2 messages a minute per person; "told me" marks a possible disclosure."""
+    from sanic import Sanic
+
+    monkeypatch.setattr(Sanic, "test_mode", True)
+    received: list = []
+    limits = WebLimits(per_sender=2, per_ip=0, may_be_disclosure=lambda text: "told me" in text)
+    server, post = await _serve(ms, received, limits=limits)
+    yield post, received
+    server.close()
+    await server.wait_closed()
+
+
+async def test_a_person_over_the_rate_limit_is_told_once_and_not_handled(ms, limited_webhook):
+    post, received = limited_webhook
+    statuses = []
+    for n in range(5):
+        status, text = await post(ms.activity(f"question {n}"), f"Bearer {ms.jwt()}")
+        statuses.append(status)
+        if status == 200:
+            assert json.loads(text)["status"] == "too many messages" and json.loads(text)["retry_after"] >= 1
+    assert statuses == [202, 202, 200, 200, 200]
+    await wait_until(lambda: len(ms.posted()) >= 3)
+    await asyncio.sleep(0.3)
+    assert [m.text for m in received] == ["question 0", "question 1"]
+    [told] = _told_to_wait(ms)  # once, not once per refused message
+    assert "seconds" in told
+    # Someone else is not held up.
+    other = {"id": "29:another-staff-member", "aadObjectId": "0f0e0d0c-aaaa-bbbb-cccc-000000000001"}
+    status, _ = await post(ms.activity("question from someone else", **{"from": other}), f"Bearer {ms.jwt()}")
+    assert status == 202 and received[-1].sender_id == f"teams:{other['aadObjectId']}"
+
+
+async def test_the_rate_limit_never_swallows_a_first_disclosure(ms, limited_webhook):
+    post, received = limited_webhook
+    for n in range(3):
+        await post(ms.activity(f"question {n}"), f"Bearer {ms.jwt()}")
+    disclosure = "A pupil just told me an adult asked her for photos"
+    status, _ = await post(ms.activity(disclosure), f"Bearer {ms.jwt()}")
+    assert status == 202 and received[-1].text == disclosure
+    # The exemption is once a minute per person: a flood of look-alikes is still limited.
+    status, _ = await post(ms.activity(disclosure + " again"), f"Bearer {ms.jwt()}")
+    assert status == 200
+    assert [m.text for m in received] == ["question 0", "question 1", disclosure]
+
+
+async def test_without_its_own_limits_teams_uses_the_web_channels_per_sender_limit(
+    ms, webhook, monkeypatch, fresh_settings
+):
+    from bot.channels import limits as limits_module
+    from bot.settings import get_settings
+
+    post, received = webhook
+    monkeypatch.setenv("SCHOOLGUIDE_RATE_LIMIT_PER_SENDER", "1")
+    get_settings.cache_clear()
+    limits_module._shared.cache_clear()
+    try:
+        assert (await post(ms.activity("first"), f"Bearer {ms.jwt()}"))[0] == 202
+        assert (await post(ms.activity("second"), f"Bearer {ms.jwt()}"))[0] == 200
+        assert [m.text for m in received] == ["first"]
+    finally:
+        limits_module._shared.cache_clear()
 
 
 # --- Settings -> credentials -------------------------------------------------------------------------------

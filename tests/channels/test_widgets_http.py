@@ -3,6 +3,7 @@ with what a client sends. The `stack` tests drive the real running servers (test
 
 from __future__ import annotations
 
+import json
 import re
 from html.parser import HTMLParser
 from pathlib import Path
@@ -328,6 +329,68 @@ def test_the_widget_never_parses_text_as_html_and_calls_no_one_else():
         assert sink not in code, sink
     assert not re.search(r"https?://", code), "the widget may only talk to its own server"
     assert "textContent" in code
+
+
+# --- Replies sent with a refusal (a disclosure in a request refused for its metadata) -----------------------
+# In Chromium, with every request answered by the test (no stack needed): the widget shows the "messages" of
+# an error body as text, and its own "failed" line when there are none.
+
+HOSTILE_REPLY = "<img src=x onerror=alert(1)> Thank you for telling me."
+PARENT_FAILED = "Sorry, the message could not be sent. Please try again in a moment."
+
+
+@e2e
+@pytest.mark.parametrize(
+    ("status", "body", "shown"),
+    [
+        (
+            400,
+            {"error": "nested too deeply", "messages": [{"recipient_id": "x", "text": HOSTILE_REPLY},
+                                                        {"recipient_id": "x", "text": "Reference SG-1"}]},
+            [HOSTILE_REPLY, "Reference SG-1"],
+        ),
+        (413, {"error": "too large", "messages": [{"recipient_id": "x", "text": "Safe."}]}, ["Safe."]),
+        (413, {"error": "the body is too large"}, [PARENT_FAILED]),
+        (400, {"error": "nested too deeply", "messages": []}, [PARENT_FAILED]),
+        (400, {"error": "x", "messages": "<b>not a list</b>"}, [PARENT_FAILED]),
+        (400, "<b>not JSON</b>", [PARENT_FAILED]),
+        (500, "", [PARENT_FAILED]),
+    ],
+)  # fmt: skip
+def test_the_widget_shows_replies_sent_with_a_refusal_as_text(page, status, body, shown):
+    from urllib.parse import urlsplit
+
+    from playwright.sync_api import expect
+
+    origin, prefix = "http://127.0.0.1:9", "/webhooks/website"  # nothing listens: the test answers
+    html = render_template("website.html", prefix=prefix, school="lunsford", school_name="Lunsford")
+    types = {".js": "application/javascript", ".css": "text/css"}
+    posted: list[dict] = []
+
+    def answer(route):
+        path = urlsplit(route.request.url).path
+        if path == f"{prefix}/":
+            route.fulfill(status=200, content_type="text/html", body=html)
+        elif path.endswith((".js", ".css")):
+            asset = STATIC_DIR / path.rsplit("/", 1)[1]
+            route.fulfill(status=200, content_type=types[asset.suffix], body=asset.read_bytes())
+        elif path.endswith("/conversation"):
+            route.fulfill(status=200, json={"sender": "a" * 32 + "." + "b" * 32})
+        else:
+            posted.append(route.request.post_data_json)
+            raw = body if isinstance(body, str) else json.dumps(body)
+            route.fulfill(status=status, content_type="application/json", body=raw)
+
+    page.route(f"{origin}/**", answer)
+    page.goto(f"{origin}{prefix}/")
+    page.wait_for_selector(".sg-widget .sg-input")
+    page.locator(".sg-input").fill("my step dad hits me")
+    page.locator(".sg-input").press("Enter")
+    bubbles = page.locator(".sg-msg--bot .sg-msg__text")
+    expect(bubbles).to_have_count(1 + len(shown))  # the intro, then the replies
+    assert bubbles.all_text_contents()[1:] == shown
+    assert page.locator(".sg-widget img, .sg-widget script, .sg-widget b").count() == 0
+    assert len(posted) == 1  # shown once, not sent again
 
 
 # --- Colour contrast, computed from the CSS values ----------------------------------------------------------

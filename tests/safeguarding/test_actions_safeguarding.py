@@ -178,7 +178,7 @@ async def test_malformed_trackers_never_raise_and_are_still_recorded(settings, t
 
 
 async def test_unexpected_failure_uses_the_emergency_spool(settings, monkeypatch):
-    import actions.safeguarding as module
+    import bot.safeguarding.contact as module  # where action_log_disclosure's recording lives
 
     def broken(*args, **kwargs):
         raise RuntimeError("bug")

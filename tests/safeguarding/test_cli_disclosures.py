@@ -213,3 +213,38 @@ def test_verify_audit_reports_ok_then_names_the_edited_row(settings, record, run
         connection.exec_driver_sql(f"UPDATE audit_events SET actor = 'nobody' WHERE id = {edited}")
     code, out, _ = run("disclosures", "verify-audit")
     assert code == 1 and f"row id {edited}" in out and "edited" in out
+
+
+def test_show_says_where_each_contact_note_came_from(settings, record, run):
+    from bot.safeguarding.service import attach_contact_details, prepare_note, store_note_in_database
+
+    reference = record(settings, sender_id="conv-1", message_id="msg-1").reference
+    common = dict(disclosure_reference=reference, disclosure_sender_id=None, disclosure_message_id=None)
+    attach_contact_details(
+        settings,
+        **common,
+        sender_id="conv-1",
+        message_id="m2",
+        text="Amy",
+        channel="pupil",
+        origin="contact_form",
+    )
+    replayed = prepare_note(
+        settings,
+        **common,
+        sender_id="conv-1",
+        message_id="m3",
+        text="6B",
+        channel="website",
+        origin="contact_more",
+    )
+    store_note_in_database(settings, replayed, source="spool")  # as replay_spool does
+
+    code, out, _ = run("disclosures", "show", reference)
+    assert code == 0
+    lines = out.splitlines()
+    start = lines.index("Contact details given afterwards:")
+    first, first_origin, second, second_origin = lines[start + 1 : start + 5]
+    assert first.endswith("  Amy") and second.endswith("  6B")
+    assert first_origin.strip().startswith("(from contact_form via pupil, added 20")
+    assert second_origin.strip().startswith("(from contact_more via website, spool replay, added 20")

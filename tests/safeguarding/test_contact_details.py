@@ -861,3 +861,162 @@ def test_the_action_server_registers_the_follow_up_actions():
         "validate_contact_more_form",
         "action_save_more_contact_details",
     } <= set(executor.actions)
+
+
+# --- contact details attach only within the conversation and session of their disclosure -------------------
+
+from bot.safeguarding.service import attach_contact_details  # noqa: E402
+
+
+def _note(settings, *, sender_id, message_id, session_keys, reference=None, disclosure=(None, None)):
+    """attach_contact_details for ``reference`` (else the disclosure of message ``disclosure``)."""
+    return attach_contact_details(
+        settings,
+        disclosure_reference=reference,
+        disclosure_sender_id=disclosure[0],
+        disclosure_message_id=disclosure[1],
+        sender_id=sender_id,
+        message_id=message_id,
+        text="Amy Lowe 5B",
+        session_keys=session_keys,
+    )
+
+
+def _no_reference_said(dispatcher, *references):
+    return not any(reference in (text or "") for text in _said(dispatcher) for reference in references)
+
+
+async def test_a_note_aimed_at_another_conversations_reference_is_refused(settings, record):
+    """The slot (or anything else) names a disclosure of another conversation: nothing is attached or kept,
+    the person is thanked without a reference, and the other record is untouched."""
+    other = record(settings, sender_id="someone-else", message_id="their-msg", text="not yours").reference
+    await log_disclosure(settings)  # this conversation's own disclosure, but the slot names the other one
+    dispatcher, events = await save(settings, answer_tracker("Amy Lowe 5B", reference=other))
+
+    assert _rows(settings, DisclosureNote) == []
+    assert Spool(settings.spool_dir).records() == []
+    assert _said(dispatcher) == [texts.PUPIL_NOT_SAVED]
+    assert _no_reference_said(dispatcher, other)
+    assert _slot_events(events) == {
+        "contact_details": None,
+        "contact_offered": None,
+        "contact_followup": None,  # nothing kept: no wait for more
+    }
+    assert all(event.get("metadata") is None for event in events)  # no commit marker: nothing committed
+    assert read_case(settings, other, actor="t").contact == ()
+
+
+def test_the_service_refuses_another_conversations_disclosure_whatever_the_caller_says(settings, record):
+    reference = record(settings, sender_id="conv-1", message_id="msg-1").reference
+    # The caller's claim of whose disclosure it is is not trusted: the record's own sender decides.
+    refused = _note(
+        settings,
+        reference=reference,
+        disclosure=("conv-1", "msg-1"),
+        sender_id="conv-2",
+        message_id="m-7",
+        session_keys=["msg-1", "m-7"],
+    )
+    assert (refused.stored, refused.reference, refused.kept) == ("refused", None, False)
+    assert _rows(settings, DisclosureNote) == [] and Spool(settings.spool_dir).records() == []
+    assert not any(event.action == "contact_added" for event in _rows(settings, AuditEvent))
+    # The DSL can see that something was aimed at the record, never what.
+    [attempt] = [event for event in _rows(settings, AuditEvent) if event.action == "contact_refused"]
+    assert attempt.detail["why"] == "it belongs to another conversation" and "Amy" not in json.dumps(
+        attempt.detail
+    )
+
+
+def test_the_contact_modules_need_no_rasa():
+    """Plain functions: the classifier and record-or-attach load without Rasa or its SDK."""
+    import subprocess
+
+    code = (
+        "import sys, bot.safeguarding.contact, bot.safeguarding.turns; "
+        "sys.exit(any(name.split('.')[0] in ('rasa', 'rasa_sdk') for name in sys.modules))"
+    )
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_the_service_refuses_a_disclosure_from_an_earlier_session(settings, record):
+    reference = record(settings, sender_id="conv-1", message_id="msg-1").reference
+    later = _note(settings, reference=reference, sender_id="conv-1", message_id="m-9", session_keys=["m-9"])
+    assert later.stored == "refused" and _rows(settings, DisclosureNote) == []
+    same = _note(
+        settings, reference=reference, sender_id="conv-1", message_id="m-2", session_keys=["msg-1", "m-2"]
+    )
+    assert (same.stored, same.reference) == ("database", reference)
+
+
+async def test_a_note_after_a_new_session_does_not_attach_to_the_previous_sessions_disclosure(settings):
+    """Rasa carries the reference slot over to a new session (domain.yml): an answer there is not the
+    answer to the earlier session's contact offer."""
+    reference = await log_disclosure(settings)
+    first = answer_tracker("Amy Lowe 5B", reference=reference)
+    events = disclosure_tracker().events + [
+        {"event": "action", "name": "action_log_disclosure", "timestamp": 4.1},
+        {"event": "slot", "name": "disclosure_reference", "value": reference, "timestamp": 4.2},
+        {"event": "action", "name": "action_session_start", "timestamp": 4000.0},
+        {"event": "session_started", "timestamp": 4000.1},
+        {"event": "slot", "name": "disclosure_reference", "value": reference, "timestamp": 4000.2},
+        {"event": "action", "name": "action_listen", "timestamp": 4000.3},
+        {
+            "event": "user",
+            "text": "Amy Lowe 5B",
+            "input_channel": "socketio",
+            "message_id": "msg-next-day",
+            "timestamp": 4001.0,
+            "parse_data": {"intent": {"name": "nlu_fallback"}, "entities": []},
+        },
+    ]
+    latest = {**first.latest_message, "message_id": "msg-next-day"}
+    tracker = Tracker("widget-42", first.slots, latest, events, False, None, {}, "contact_form")
+    dispatcher, events = await save(settings, tracker)
+
+    assert _rows(settings, DisclosureNote) == [] and Spool(settings.spool_dir).records() == []
+    assert _said(dispatcher) == [texts.PUPIL_NOT_SAVED] and _no_reference_said(dispatcher, reference)
+    assert _slot_events(events)["contact_followup"] is None
+    assert [row.reference for row in _rows(settings, Disclosure)] == [reference]  # nothing recorded anew
+
+
+async def test_a_note_for_another_conversations_spooled_disclosure_is_refused_too(down_postgres, record):
+    other = record(down_postgres, sender_id="someone-else", message_id="their-msg").reference
+    assert [r["reference"] for r in Spool(down_postgres.spool_dir).records()] == [other]
+    dispatcher, _ = await save(down_postgres, answer_tracker("Amy Lowe 5B", reference=other))
+    assert [r.get("record_type") for r in Spool(down_postgres.spool_dir).records()] == [None]  # no note
+    assert _said(dispatcher) == [texts.PUPIL_NOT_SAVED] and _no_reference_said(dispatcher, other)
+
+
+async def test_a_spooled_note_is_checked_again_when_it_is_replayed(down_postgres, make_settings, record):
+    """Spooled before its disclosure was anywhere: the scope is checked once the disclosure is in the
+    database, and a note that is not its session's is dropped, never attached."""
+    spooled = _note(
+        down_postgres,
+        disclosure=("conv-1", "m-1"),
+        sender_id="conv-2",
+        message_id="m-2",
+        session_keys=["m-1"],
+    )
+    assert spooled.stored == "spool"
+    back = dataclasses.replace(down_postgres, database_url=make_settings().database_url)
+    record(back, sender_id="conv-1", message_id="m-1")
+    report = replay_spool(back)
+    assert (report.notes_attached, report.notes_refused, report.remaining) == (0, 1, 0)
+    assert _rows(back, DisclosureNote) == []
+
+
+async def test_each_note_says_where_it_came_from(settings):
+    reference = await log_disclosure(settings)
+    await save(settings, answer_tracker("Amy", reference=reference))
+    more = more_tracker("Amy", "year 6 class 6B", reference=reference)
+    await ActionSaveMoreContactDetails(settings).run(CollectingDispatcher(), more, {})
+
+    notes = read_case(settings, reference, actor="t").contact
+    assert [(n["text"], n["origin"], n["channel"], n["source"]) for n in notes] == [
+        ("Amy", "contact_form", "socketio", "action"),
+        ("year 6 class 6B", "contact_more", "socketio", "action"),
+    ]
+    assert [event.detail.get("origin") for event in _contact_audits(settings)] == [
+        "contact_form",
+        "contact_more",
+    ]

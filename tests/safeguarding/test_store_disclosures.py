@@ -327,3 +327,45 @@ def test_button_payloads_are_stored_as_what_the_person_did():
     assert readable_message("/policy_report_post") == "(pressed a button: /policy_report_post)"
     assert readable_message("my step dad hits me") == "my step dad hits me"
     assert readable_message("/ not a payload") == "/ not a payload"
+
+
+def _note(settings, reference, message_id, **extra):
+    from bot.safeguarding.service import attach_contact_details
+
+    return attach_contact_details(
+        settings,
+        disclosure_reference=reference,
+        disclosure_sender_id=None,
+        disclosure_message_id=None,
+        sender_id="conv-1",
+        message_id=message_id,
+        text=f"Amy Lowe 5B ({message_id})",
+        **extra,
+    )
+
+
+def test_an_older_notes_table_gains_channel_and_origin_in_place(any_settings, record):
+    """A database from before notes said where they came from (disclosure_notes without channel and origin,
+    holding a note): opening it adds the columns, the old note reads with neither, new notes carry both, and
+    opening it again changes nothing. On SQLite and on PostgreSQL."""
+    from bot.safeguarding.store import dispose_engines
+
+    settings = any_settings
+    reference = record(settings).reference
+    assert _note(settings, reference, "m-old").stored == "database"
+    engine = _new_engine(settings.database_url)
+    with engine.begin() as connection:
+        for column in ("channel", "origin"):
+            connection.execute(text(f"ALTER TABLE disclosure_notes DROP COLUMN {column}"))
+    dispose_engines()  # the next use opens the database afresh, as a new release would
+
+    new = _note(settings, reference, "m-new", channel="socketio", origin="contact_form")
+    assert new.stored == "database"
+    for _ in range(2):  # and once more: idempotent
+        dispose_engines()
+        contact = read_case(settings, reference, actor="t").contact
+        assert [(item["text"], item["channel"], item["origin"]) for item in contact] == [
+            ("Amy Lowe 5B (m-old)", None, None),
+            ("Amy Lowe 5B (m-new)", "socketio", "contact_form"),
+        ]
+    engine.dispose()

@@ -5,7 +5,7 @@ The action server here is the real one, started with the exact command `schoolgu
 
 from __future__ import annotations
 
-import os
+import json
 import sqlite3
 import stat
 import subprocess
@@ -160,7 +160,7 @@ class RunningActionServer:
 
 
 @pytest.fixture(scope="module")
-def action_server(tmp_path_factory):
+def action_server(tmp_path_factory, e2e):
     var_dir = tmp_path_factory.mktemp("action-server") / "var"
     port = _free_port()
     settings = replace(Settings.from_env(), var_dir=var_dir, spool_dir=var_dir / "spool", action_port=port,
@@ -173,33 +173,9 @@ def action_server(tmp_path_factory):
     # --debug: not even Rasa SDK's debug logging may carry the secret.
     command = [*server_commands(settings, var_dir / "m.tar.gz")["action server"], "--debug"]
     log = var_dir / "action-server.log"
-    proc = subprocess.Popen(
-        command, cwd=PROJECT_ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"action server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-            try:
-                if requests.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"action server not up:\n{log.read_text()[-3000:]}")
-            time.sleep(0.5)
+    with e2e.serve(command, env, log, f"{url}/health", timeout=180) as proc:
         yield RunningActionServer(url, proc, log, settings)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, 15)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, 9)
-                proc.wait()
 
 
 def _forged_call(sender: str) -> dict:
@@ -314,3 +290,95 @@ def test_the_secret_never_reaches_the_log(action_server):
     log = action_server.log.read_text(errors="replace")
     assert "refused GET /actions" in log  # the log is the server's, and it is written
     assert action_server.secret not in log
+
+
+# --- request size: the action server reads no body over its bound -------------------------------------------
+
+
+def _head_only_post(url: str, path: str, length: int, headers: dict[str, str]) -> int:
+    """The status the server answers to a POST promising ``length`` bytes but sending only the first KB (a
+    server that means to read the body waits for the rest, and this fails on the timeout)."""
+    import socket
+
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    lines = [f"POST {path} HTTP/1.1", f"Host: {host}", "Content-Type: application/json",
+             f"Content-Length: {length}", *(f"{k}: {v}" for k, v in headers.items())]  # fmt: skip
+    with socket.create_connection((host, int(port)), timeout=15) as sock:
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + b"{" + b" " * 1023)
+        try:
+            answer = sock.recv(65536)
+        except TimeoutError as exc:
+            raise AssertionError(f"no answer to a {length}-byte body: the server waits to read it") from exc
+    return int(answer.split(b" ", 2)[1])
+
+
+def test_the_action_server_reads_no_body_over_its_bound(action_server):
+    from bot.action_server import MAX_ACTION_REQUEST_BYTES
+
+    secret = {"Authorization": f"Bearer {action_server.secret}"}
+    assert _head_only_post(action_server.url, "/webhook", MAX_ACTION_REQUEST_BYTES + 1, secret) == 413
+    time.sleep(0.5)
+    assert "Exception occurred during execution" not in action_server.log.read_text(errors="replace")
+    # Without the secret the refusal comes first, before the size matters.
+    assert _head_only_post(action_server.url, "/webhook", 50_000_000, {}) == 401
+
+
+def test_a_long_conversation_still_reaches_the_actions(action_server):
+    call = _forged_call("long-conversation")
+    earlier = [
+        {"event": "bot", "timestamp": 0.5, "text": "An earlier answer, quoting a clause. " * 60}
+    ] * 1000
+    call["tracker"]["events"] = earlier + call["tracker"]["events"]
+    body = json.dumps(call)
+    assert 2_000_000 < len(body) < 4_000_000  # a long session's tracker (tests/security/test_request_size.py)
+    response = requests.post(
+        f"{action_server.url}/webhook",
+        data=body,
+        headers={"Authorization": f"Bearer {action_server.secret}", "Content-Type": "application/json"},
+        timeout=60,
+    )
+    assert response.status_code == 200, response.text[:500]
+
+
+# --- what `schoolguide run` announces --------------------------------------------------------------------
+
+
+def _start_message(settings: Settings, monkeypatch, capsys, tmp_path) -> str:
+    """What `schoolguide run` prints, with both servers replaced by processes that exit at once."""
+    import signal as signal_module
+
+    import bot.runner
+
+    class ExitedAtOnce:
+        pid = returncode = 0
+
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def poll(self):
+            return 0
+
+        def wait(self, timeout=None):
+            return 0
+
+    monkeypatch.setattr(bot.runner.subprocess, "Popen", ExitedAtOnce)
+    monkeypatch.setattr(signal_module, "signal", lambda *args: None)
+    bot.runner.run_servers(settings, tmp_path / "m.tar.gz")
+    return capsys.readouterr().out
+
+
+def test_the_start_message_names_only_the_channels_that_are_on(settings, monkeypatch, capsys, tmp_path):
+    rest_off = replace(settings, bind_host="0.0.0.0", rest_token=None)  # no token beyond loopback: REST off
+    said = _start_message(rest_off, monkeypatch, capsys, tmp_path)
+    assert "/webhooks/rest/" not in said and "REST" not in said, said
+    assert f"http://127.0.0.1:{settings.rasa_port}/webhooks/website/" in said
+    assert f"http://127.0.0.1:{settings.rasa_port}/webhooks/pupil/" in said
+
+    rest_on = replace(settings, bind_host="127.0.0.1", rest_token=None)  # loopback: open without a token
+    said = _start_message(rest_on, monkeypatch, capsys, tmp_path)
+    assert f"http://127.0.0.1:{settings.rasa_port}/webhooks/rest/webhook" in said, said
+
+    with_token = replace(rest_off, rest_token="rest-token-0123456789abcdef")
+    said = _start_message(with_token, monkeypatch, capsys, tmp_path)
+    assert f"http://127.0.0.1:{settings.rasa_port}/webhooks/rest/webhook" in said, said
+    assert "rest-token-0123456789abcdef" not in said

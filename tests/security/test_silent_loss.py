@@ -2,7 +2,8 @@
 the safe reply and exactly one encrypted record, and nothing is answered with silence (``[]``).
 
 These drive ``Agent.handle_message`` as ``bot.rasa_server`` installs it, with a processor that raises (no
-trained model needed); tests/e2e/test_property_silent_loss.py does the same through the real servers.
+trained model needed); tests/e2e/test_property_silent_loss.py does the same through the real servers. The last
+section drives the web channels' blueprints: a request refused for its metadata still records a disclosure.
 """
 
 from __future__ import annotations
@@ -276,3 +277,193 @@ async def test_if_the_failure_path_itself_breaks_the_reply_is_still_the_safe_one
     monkeypatch.setattr(failsafe, "recover", broken)
     replies, _ = await send(agent_with(Processor(RuntimeError())), QUESTION, {"audience": "parent"})
     assert texts(replies) == [safe_reply(None)]
+
+
+# --- A disclosure in a request the web channels refuse (metadata too deep or too large) is not lost ---------
+# The REST, website and pupil blueprints served in-process, with the dialogue engine replaced by a recorder: a
+# refused request never reaches it, but a possible disclosure in it still gets the safe reply and one record.
+
+CHANNEL_AUDIENCE = {"rest": None, "website": "parent", "pupil": "pupil"}
+
+
+class WebChannels:
+    def __init__(self, base: str, session, received: list) -> None:
+        self.base, self.session, self.received = base, session, received
+
+    async def post(self, channel: str, body=None, raw: bytes | None = None):
+        data = raw if raw is not None else json.dumps(body).encode()
+        url = f"{self.base}/webhooks/{channel}/webhook"
+        async with self.session.post(url, data=data, headers={"Content-Type": "application/json"}) as resp:
+            return resp.status, await resp.json()
+
+    async def sender(self, channel: str) -> tuple[str, str]:
+        """(what the client sends as ``sender``, the conversation the server stores)."""
+        if channel == "rest":
+            return "s1", "rest-s1"
+        async with self.session.post(f"{self.base}/webhooks/{channel}/conversation", json={}) as resp:
+            issued = (await resp.json())["sender"]
+        return issued, f"{channel}-{issued.split('.')[0]}"
+
+
+@pytest.fixture
+async def web(fresh_settings, monkeypatch):
+    import socket
+    import uuid
+
+    import aiohttp
+    from sanic import Sanic
+
+    from bot.channels import limits as limits_module
+    from bot.channels.identity import ConversationIds
+    from bot.channels.limits import WebLimits
+    from bot.channels.pupil import PupilInput
+    from bot.channels.rest import ValidatingRestInput
+    from bot.channels.website import WebsiteInput
+    from bot.safeguarding.detector import get_detector
+
+    monkeypatch.setattr(Sanic, "test_mode", True)
+    limits_module._shared.cache_clear()
+    get_detector()
+    received: list = []
+
+    async def on_new_message(message):
+        received.append(message)
+        await message.output_channel.send_text_message(message.sender_id, "reply")
+
+    limits = WebLimits(per_sender=1000, per_ip=1000)
+    app = Sanic(f"silent_loss_channels_{uuid.uuid4().hex[:12]}")
+    channels = [ValidatingRestInput(limits=limits), WebsiteInput(), PupilInput(leave_url=None)]
+    for channel in channels[1:]:
+        channel.ids, channel.limits = ConversationIds(b"k" * 32), limits
+    for channel in channels:
+        app.blueprint(channel.blueprint(on_new_message), url_prefix=f"/webhooks/{channel.name()}")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = await app.create_server(
+        host="127.0.0.1", port=port, return_asyncio_server=True, access_log=False
+    )
+    await server.startup()
+    await server.start_serving()
+    async with aiohttp.ClientSession() as session:
+        yield WebChannels(f"http://127.0.0.1:{port}", session, received)
+    server.close()
+    await server.wait_closed()
+
+
+def deep_metadata_body(sender: str, message: str, depth: int = 500, **metadata) -> bytes:
+    head = json.dumps({"sender": sender, "message": message, "metadata": metadata})[:-2]
+    return head.encode() + b', "junk": ' + b'{"a": ' * depth + b"1" + b"}" * depth + b"}}"
+
+
+@pytest.mark.parametrize("channel", ["rest", "website", "pupil"])
+async def test_a_disclosure_with_500_deep_metadata_gets_the_safe_reply_and_one_record(
+    web, fresh_settings, channel
+):
+    sender, stored = await web.sender(channel)
+    raw = deep_metadata_body(sender, f"{DISCLOSURE} {BROKEN_EMOJI}", school="scotts")
+    status, payload = await web.post(channel, raw=raw)
+
+    assert status == 400 and "nested too deeply" in payload["error"]
+    [record] = records(fresh_settings)
+    audience = CHANNEL_AUDIENCE[channel]
+    assert (record.source, record.channel, record.sender_id) == ("failsafe", channel, stored)
+    assert (record.school, record.audience) == ("scotts", audience or fresh_settings.default_audience)
+    assert load_cipher(fresh_settings).decrypt(record.text_encrypted) == f"{DISCLOSURE} \ufffd"
+    # The failure path's replies: the safe reply, and for adults the reference.
+    reference = [REFERENCE_GIVEN.format(reference=record.reference)] if audience == "parent" else []
+    assert texts(payload["messages"]) == [safe_reply(audience), *reference]
+    assert {m["recipient_id"] for m in payload["messages"]} == {stored}
+    assert web.received == []  # refused: the dialogue engine never saw it
+
+    # The client retries the identical request: the same reply, still one record.
+    assert await web.post(channel, raw=raw) == (status, payload)
+    assert len(records(fresh_settings)) == 1
+
+
+@pytest.mark.parametrize("channel", ["rest", "website", "pupil"])
+async def test_a_disclosure_with_metadata_over_16_kb_is_salvaged_too(web, fresh_settings, channel):
+    sender, stored = await web.sender(channel)
+    body = {"sender": sender, "message": DISCLOSURE, "metadata": {"audience": "staff", "pad": "x" * 17_000}}
+    status, payload = await web.post(channel, body)
+    assert status == 413 and "'metadata' is too large" in payload["error"]
+    [record] = records(fresh_settings)
+    assert record.sender_id == stored
+    # REST takes a valid top-level metadata audience; a widget's audience is the channel's, whatever is sent.
+    audience = CHANNEL_AUDIENCE[channel] or "staff"
+    assert record.audience == audience
+    reference = [] if audience == "pupil" else [REFERENCE_GIVEN.format(reference=record.reference)]
+    assert texts(payload["messages"]) == [safe_reply(audience), *reference]
+
+
+async def test_rest_records_only_a_valid_school_and_audience_from_refused_metadata(web, fresh_settings):
+    raw = deep_metadata_body("s2", DISCLOSURE, school="hogwarts", audience="governor")
+    status, payload = await web.post("rest", raw=raw)
+    assert status == 400
+    [record] = records(fresh_settings)
+    assert (record.school, record.audience) == (
+        fresh_settings.default_school,
+        fresh_settings.default_audience,
+    )
+    assert texts(payload["messages"]) == [safe_reply(None)]  # unknown audience: the reply safe for anyone
+
+
+@pytest.mark.parametrize("channel", ["rest", "website", "pupil"])
+async def test_an_ordinary_question_with_deep_metadata_keeps_its_plain_400(web, fresh_settings, channel):
+    sender, _ = await web.sender(channel)
+    status, payload = await web.post(channel, raw=deep_metadata_body(sender, QUESTION))
+    assert status == 400 and payload == {"error": payload["error"]} and payload["error"]
+    assert records(fresh_settings) == []
+
+
+@pytest.mark.parametrize("channel", ["website", "pupil"])
+async def test_a_widget_disclosure_with_deep_metadata_and_a_forged_id_is_refused_unrecorded(
+    web, fresh_settings, channel
+):
+    genuine, _ = await web.sender(channel)
+    random_part, signature = genuine.split(".")
+    other = "pupil" if channel == "website" else "website"
+    forged = [
+        random_part,
+        f"{random_part}.{'0' * len(signature)}",
+        f"{'f' * 32}.{signature}",
+        (await web.sender(other))[0],  # signed, but for the other widget
+        None,
+    ]
+    for sender in forged:
+        body = {"message": DISCLOSURE, "metadata": {"deep": nested(50)}}
+        if sender is not None:
+            body["sender"] = sender
+        status, payload = await web.post(channel, body)
+        assert status == 400 and "messages" not in payload, sender
+    assert records(fresh_settings) == []
+
+
+@pytest.mark.parametrize("channel", ["rest", "website", "pupil"])
+async def test_a_disclosure_in_a_body_over_the_size_limit_is_never_read(web, fresh_settings, channel):
+    sender, _ = await web.sender(channel)
+    status, payload = await web.post(channel, raw=deep_metadata_body(sender, DISCLOSURE, depth=100_000))
+    assert status == 413 and "messages" not in payload
+    assert records(fresh_settings) == []
+
+
+async def test_a_refused_disclosure_with_a_bad_sender_or_message_is_not_salvaged(web, fresh_settings):
+    for body in (
+        {"sender": "a\u0000b", "message": DISCLOSURE, "metadata": {"deep": nested(50)}},
+        {"sender": "x" * 200, "message": DISCLOSURE, "metadata": []},
+        {"sender": "s", "message": [DISCLOSURE], "metadata": {"deep": nested(50)}},
+    ):
+        status, payload = await web.post("rest", body)
+        assert status == 400 and "messages" not in payload
+    assert records(fresh_settings) == []
+
+
+async def test_when_recording_a_refused_disclosure_fails_the_reply_is_still_the_safe_one(
+    web, fresh_settings, monkeypatch
+):
+    def broken(*args, **kwargs):
+        raise RuntimeError("spool and database both gone")
+
+    monkeypatch.setattr(failsafe, "recover", broken)
+    status, payload = await web.post("rest", raw=deep_metadata_body("s3", DISCLOSURE, audience="parent"))
+    assert status == 400 and texts(payload["messages"]) == [safe_reply(None)]

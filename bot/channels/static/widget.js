@@ -340,8 +340,21 @@
 
   // ---- Talking to the server -------------------------------------------------------------------------
 
+  // Replies the server sent with a refusal: a request it could not take (e.g. its metadata was too deep)
+  // may still carry a safe reply in "messages", which must be shown rather than a generic error.
+  function repliesIn(problem) {
+    if (!problem || typeof problem !== "object" || !Array.isArray(problem.messages)) {
+      return null;
+    }
+    var shown = problem.messages.some(function (message) {
+      return message && typeof message === "object" && typeof message.text === "string" && message.text.trim();
+    });
+    return shown ? problem.messages : null;
+  }
+
   // Sends one message. If the server no longer knows the id (its key changed), it says so with
   // code "new_conversation": the widget then gets a new id and sends the same message once more.
+  // Any other refusal shows the replies in its body, if it has some, and otherwise the "failed" text.
   function post(text, retried) {
     return conversationId().then(function (id) {
       return request(config.webhook, { sender: id, message: text, metadata: { school: config.school } }).then(
@@ -349,16 +362,22 @@
           if (response.ok) {
             return response.json();
           }
-          if (response.status !== 400 || retried) {
-            throw new Error("HTTP " + response.status);
-          }
-          return response.json().then(function (problem) {
-            if (!problem || problem.code !== "new_conversation") {
-              throw new Error("HTTP 400");
-            }
-            keepId(null);
-            return post(text, true);
-          });
+          return response
+            .json()
+            .catch(function () {
+              return null; // not JSON: a plain error
+            })
+            .then(function (problem) {
+              var replies = repliesIn(problem);
+              if (replies) {
+                return replies;
+              }
+              if (response.status === 400 && !retried && problem && problem.code === "new_conversation") {
+                keepId(null);
+                return post(text, true);
+              }
+              throw new Error("HTTP " + response.status);
+            });
         }
       );
     });

@@ -7,16 +7,24 @@ worker reconciles).
 
 For pupils and parents ``action_disclosure_reference`` sets ``contact_offered``, and a rule then runs
 ``contact_form``: its question (``action_ask_contact_details``) offers to pass on a name and class (pupils) or
-a phone number or e-mail address (parents), and whatever the person types next is taken as the answer
-(``contact_details``, ``from_text``), never routed to a policy answer or the fallback menu.
-``action_save_contact_details`` then:
+a phone number or e-mail address (parents). Contact details are taken only when they are contact details:
+``action_extract_contact_details`` (the ``contact_details`` slot's custom mapping) takes the answer only if it
+is contact details (a name and class, a phone number, an e-mail address: that accepts the offer too), a
+refusal, or a yes without them ("yes", "ok you can": ``validate_contact_form`` then asks for them once, and
+only details or a refusal are taken after that). Anything else (a question, another topic, "why?", a
+disclosure with no details in it) is not taken: the form is rejected, the message is handled as a new
+message by the usual rules (a policy answer, the fallback, or a disclosure recorded first and the safe
+reply), and ``validate_contact_form`` then ends the form (after a new disclosure it makes the offer again).
+A question is never stored as contact details. ``action_save_contact_details`` then:
 
-* a disclosure in the answer (the rules layer says so) -> recorded as its own disclosure (alerted), kept as
-  contact details of the first one too, and answered with the safe reply;
+* nothing taken -> nothing to do or say (the usual rules answered the message);
+* a disclosure in the answer (the rules layer says so; only taken with a class or number in it) ->
+  recorded as its own disclosure (alerted), kept as contact details of the first one too, and answered with
+  the safe reply;
 * "no", "no thanks", "I don't want to" -> a kind acknowledgement, nothing kept;
-* anything else -> encrypted onto the disclosure (``DisclosureNote``, audit "contact_added", and a message to
-  the DSLs that contact details were added) before the reply, which thanks the person and never repeats the
-  details; it also sets ``contact_followup``.
+* contact details -> encrypted onto the disclosure (``DisclosureNote``, audit "contact_added", and a message
+  to the DSLs that contact details were added) before the reply, which thanks the person and never repeats
+  the details; it also sets ``contact_followup``.
 
 Contact details often come in two messages ("jess", then "year 6 class 6B"; "yes my number is", then
 "07700 900123"). So once details are kept, a rule starts ``contact_more_form``, which asks nothing and waits
@@ -50,8 +58,8 @@ from rasa_sdk.executor import CollectingDispatcher
 
 from bot.safeguarding.contact import (
     contact_answer,
-    is_bare_yes,
     keep_contact_details,
+    offer_answer,
     record_latest,
     reference_of,
     takes_as_more,
@@ -79,6 +87,7 @@ OFFER_SLOT = "contact_offered"
 FOLLOWUP_SLOT = "contact_followup"
 MORE_SLOT = "contact_more"
 MORE_FORM = "contact_more_form"
+CONTACT_FORM = "contact_form"
 REQUESTED_SLOT = "requested_slot"
 REFERENCE_ACTION = "action_disclosure_reference"
 SAVE_ACTION = "action_save_contact_details"
@@ -86,6 +95,7 @@ SAVE_ACTION = "action_save_contact_details"
 __all__ = [
     "ActionAskContactDetails",
     "ActionDisclosureReference",
+    "ActionExtractContactDetails",
     "ActionExtractContactMore",
     "ActionLogDisclosure",
     "ActionSaveContactDetails",
@@ -206,20 +216,146 @@ class ActionAskContactDetails(Action):
         return []
 
 
+def _previous_answer(conversation: Conversation) -> tuple[str, Mapping[str, Any]] | None:
+    """The user message before the latest one (its text and parse data), if there is one in the events."""
+    current = conversation.latest_user_index()
+    if current is None:
+        return None
+    for index in range(current - 1, conversation.session_start() - 1, -1):
+        event = conversation.events[index]
+        if isinstance(event, Mapping) and event.get("event") == "user":
+            parse_data = event.get("parse_data")
+            text = event.get("text")
+            return (text if isinstance(text, str) else ""), (
+                parse_data if isinstance(parse_data, Mapping) else {}
+            )
+    return None
+
+
+def _answer_to_the_offer(conversation: Conversation) -> str:
+    """What the latest message is while contact_form asks (``offer_answer``): the first message after the
+    offer, or the one after a first answer that said yes without the details (the form asked for them)."""
+    text = conversation.latest.get("text")
+    if not isinstance(text, str):
+        return "other"
+    answers = conversation.user_messages_since(REFERENCE_ACTION)
+    if answers == 1:
+        return offer_answer(text, conversation.latest)
+    if answers == 2:
+        previous = _previous_answer(conversation)
+        if previous is not None and offer_answer(*previous) == "accepted":
+            return offer_answer(text, conversation.latest, accepted=True)
+    return "other"
+
+
+class _ExtractWhileWaiting:
+    """A custom slot mapping run by Rasa's ``action_extract_slots`` while ``form`` is active and ``flag`` is
+    set: the latest message fills ``slot`` only if :meth:`takes` says so. Taking nothing rejects the form, so
+    the message goes to the usual rules instead. A mixin, not an Action: Rasa SDK registers every Action
+    subclass by its name."""
+
+    form: str
+    flag: str
+    slot: str
+    what: str
+
+    def takes(self, conversation: Conversation) -> bool:
+        raise NotImplementedError
+
+    async def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        try:
+            conversation = Conversation(tracker)
+            loop = tracker.active_loop if isinstance(tracker.active_loop, Mapping) else {}
+            if loop.get("name") != self.form or not conversation.slots.get(self.flag):
+                return []
+            if self.takes(conversation):
+                return [SlotSet(self.slot, conversation.latest.get("text"))]
+        except Exception:
+            logger.exception("Could not tell whether a message %s; leaving it", self.what)
+        return []
+
+
+class ActionExtractContactDetails(_ExtractWhileWaiting, Action):
+    """``contact_details``'s custom mapping, run by Rasa's ``action_extract_slots`` while ``contact_form``
+    asks. The message is taken only if it answers the offer: contact details (which accept it too), a
+    refusal, or a yes with the details still to come (first answer only; the form then asks for them once).
+    Anything else (a question, another topic, "why?", a disclosure with no details in it) is not taken: the
+    form is rejected, the usual rules answer the message (a disclosure is recorded first), and
+    ``validate_contact_form`` then ends the form. A question is never stored as contact details."""
+
+    form, flag, slot, what = CONTACT_FORM, OFFER_SLOT, CONTACT_SLOT, "answers the contact offer"
+
+    def name(self) -> str:
+        return "action_extract_contact_details"
+
+    def takes(self, conversation: Conversation) -> bool:
+        return _answer_to_the_offer(conversation) != "other"
+
+
+def _returned_without_an_answer(tracker: Tracker, form: str) -> bool:
+    """``form`` runs again after the usual rules answered a message it did not take: Rasa rejected it since
+    the latest user message. Not at the form's start (no rejection), and not for a message it took."""
+    loop = tracker.active_loop if isinstance(tracker.active_loop, Mapping) else {}
+    if loop.get("name") != form:
+        return False
+    for event in reversed(tracker.events or []):
+        if not isinstance(event, Mapping):
+            continue
+        if event.get("event") == "user":
+            return False
+        if event.get("event") == "action_execution_rejected" and event.get("name") == form:
+            return True
+    return False
+
+
+def _handed_off_since_the_latest_message(tracker: Tracker) -> bool:
+    """``action_disclosure_reference`` ran after the latest user message: it was a new disclosure."""
+    for event in reversed(tracker.events or []):
+        if isinstance(event, Mapping) and event.get("event") == "user":
+            return False
+        if (
+            isinstance(event, Mapping)
+            and event.get("event") == "action"
+            and event.get("name") == REFERENCE_ACTION
+        ):
+            return True
+    return False
+
+
 class ValidateContactForm(FormValidationAction):
-    """A first answer of only "yes" or "ok" means "I'd like to" rather than a name: ask once more."""
+    """A first answer that says yes without the details ("yes", "ok you can") means "I'd like to": ask for
+    them once (``contact_prompt``). Back from a message the form did not take (the usual rules answered it),
+    the form ends and nothing is kept; if that message was a new disclosure (recorded, safe reply, hand-off),
+    the offer is made again instead."""
 
     def name(self) -> str:
         return "validate_contact_form"
+
+    async def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        try:
+            if (
+                _returned_without_an_answer(tracker, CONTACT_FORM)
+                and not Conversation(tracker).slots.get(CONTACT_SLOT)
+                and not _handed_off_since_the_latest_message(tracker)
+            ):
+                return [SlotSet(REQUESTED_SLOT, None)]
+        except Exception:
+            logger.exception("Could not tell whether the contact form should end; it goes on")
+        return await super().run(dispatcher, tracker, domain)
 
     async def validate_contact_details(
         self, slot_value: Any, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
     ) -> dict[str, Any]:
         try:
+            conversation = Conversation(tracker)
             if (
                 isinstance(slot_value, str)
-                and is_bare_yes(slot_value)
-                and Conversation(tracker).user_messages_after(REFERENCE_ACTION) <= 1
+                and conversation.user_messages_after(REFERENCE_ACTION) <= 1
+                and offer_answer(slot_value, conversation.latest) == "accepted"
             ):
                 return {CONTACT_SLOT: None}
         except Exception:
@@ -256,12 +392,19 @@ class ActionSaveContactDetails(Action):
             settings = self._settings or get_settings()
             conversation = Conversation(tracker)
             audience = _audience(conversation, settings)
-            answer = conversation.slots.get(CONTACT_SLOT) or conversation.latest.get("text") or ""
+            answer = conversation.slots.get(CONTACT_SLOT)
+            if not answer:
+                return events + followup  # the form took nothing: the usual rules answered the message
             text = answer if isinstance(answer, str) else str(answer)
             if _is_disclosure(text, conversation):
                 second = await self._second_disclosure(dispatcher, conversation, settings, audience, text)
                 return events + followup + second
             if contact_answer(text, _intent(conversation)) != "details":
+                dispatcher.utter_message(text=contact_declined(audience, reference_of(conversation)))
+                return events + followup
+            if not takes_as_more(text, conversation.latest):
+                # action_extract_contact_details takes no such message; never keep one (a question) anyway.
+                logger.warning("contact_form handed over a message that is not contact details; not kept")
                 dispatcher.utter_message(text=contact_declined(audience, reference_of(conversation)))
                 return events + followup
             saved, kept = await self._keep(settings, conversation, text)
@@ -314,37 +457,27 @@ class ActionSaveContactDetails(Action):
         return [_committed(SlotSet(REFERENCE_SLOT, reference), conversation, reference)] if reference else []
 
 
-class ActionExtractContactMore(Action):
+class ActionExtractContactMore(_ExtractWhileWaiting, Action):
     """``contact_more``'s custom mapping, run by Rasa's ``action_extract_slots`` while ``contact_more_form``
     waits: the message is taken only if it is the first one after the details were kept and looks like more
     of them. Taking nothing rejects the form, so the message goes to the usual rules instead."""
 
+    form, flag, slot, what = MORE_FORM, FOLLOWUP_SLOT, MORE_SLOT, "adds to the contact details"
+
     def name(self) -> str:
         return "action_extract_contact_more"
 
-    async def run(
-        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
-    ) -> list[dict[str, Any]]:
-        try:
-            conversation = Conversation(tracker)
-            loop = tracker.active_loop if isinstance(tracker.active_loop, Mapping) else {}
-            if loop.get("name") != MORE_FORM or not conversation.slots.get(FOLLOWUP_SLOT):
-                return []
-            if conversation.user_messages_since(SAVE_ACTION) != 1:
-                return []  # only the message right after the details, in the same session
-            text = conversation.latest.get("text")
-            if not isinstance(text, str):
-                return []
-            if takes_as_more(text, conversation.latest):
-                return [SlotSet(MORE_SLOT, text)]
-        except Exception:
-            logger.exception("Could not tell whether a message adds to the contact details; leaving it")
-        return []
+    def takes(self, conversation: Conversation) -> bool:
+        if conversation.user_messages_since(SAVE_ACTION) != 1:
+            return False  # only the message right after the details, in the same session
+        text = conversation.latest.get("text")
+        return isinstance(text, str) and takes_as_more(text, conversation.latest)
 
 
 class ValidateContactMoreForm(Action):
     """``contact_more_form`` waits for one message. Back from a message it did not take (the usual rules
-    answered it), it stops waiting: nothing is asked, and the next message is an ordinary message again."""
+    answered it), it stops waiting: nothing is asked, and the next message is an ordinary message again.
+    Rasa also runs this when the form starts (the form is already active then): it must not end it there."""
 
     def name(self) -> str:
         return "validate_contact_more_form"
@@ -352,8 +485,7 @@ class ValidateContactMoreForm(Action):
     async def run(
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
     ) -> list[dict[str, Any]]:
-        loop = tracker.active_loop if isinstance(tracker.active_loop, Mapping) else {}
-        if loop.get("name") == MORE_FORM and not Conversation(tracker).slots.get(MORE_SLOT):
+        if _returned_without_an_answer(tracker, MORE_FORM) and not Conversation(tracker).slots.get(MORE_SLOT):
             return [SlotSet(REQUESTED_SLOT, None)]
         return []
 

@@ -7,13 +7,15 @@ page of its own (``static/pupil.html``) built for children and the ICO Children'
 * a "Leave quickly" link (also: Esc three times) that swaps the page for a neutral site and clears the tab's
   storage; the neutral site is the channel's ``leave_url`` (default: the BBC weather page);
 * an always-visible "Talk to a grown-up" button that sends ``/disclose`` straight to the disclosure route;
-* one honest line saying who will be told: the Designated Safeguarding Lead the school's policy names, or
-  "a safe adult at school" when it names none;
+* one honest line saying who will be told, in the chat's words: "a safe adult at school (the Designated
+  Safeguarding Lead)";
 * no tracking, no third-party requests, nothing stored beyond the tab (sessionStorage holds the sender id),
   geolocation, camera and microphone switched off (Permissions-Policy), no external links except the
   helplines (999, Childline) written as plain text.
 
-``?school=<slug>`` picks the school for the page (a known slug only; otherwise the deployment's default).
+``?school=<slug>`` picks the school for the page; without it the page is the deployment's default school's.
+A slug we do not know gets a 404 page ("This link is not right. Please ask a teacher for the right link."),
+never another school's page or its DSL's name.
 """
 
 from __future__ import annotations
@@ -22,13 +24,16 @@ import logging
 from typing import Any
 from urllib.parse import urlsplit
 
-from bot.channels.website import WebsiteInput, known_schools
+from bot.channels.website import WebsiteInput
 from bot.settings import Settings
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_LEAVE_URL = "https://www.bbc.co.uk/weather"
-NO_NAMED_DSL = "a safe adult at school"
+# Who the notice says a disclosure goes to: the words of the chat's safe reply ("I am telling a safe
+# adult at school ... They are called the Designated Safeguarding Lead"), for every school. Children do not
+# know the DSL's name, so a name alone would tell them nothing.
+WHO_WILL_BE_TOLD = "a safe adult at school (the Designated Safeguarding Lead)"
 
 
 def safe_leave_url(url: Any) -> str:
@@ -43,20 +48,12 @@ def safe_leave_url(url: Any) -> str:
     return DEFAULT_LEAVE_URL
 
 
-def dsl_names(school_slug: str) -> str:
-    """Who a pupil's disclosure goes to, as the policy names them: "Elizabeth Lomax", or the safe default."""
-    school = known_schools()[school_slug]
-    names = [person.name for person in school.dsl if person.name]
-    if not names:
-        return NO_NAMED_DSL
-    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
-
-
 class PupilInput(WebsiteInput):
     """Pupil chat page; the audience is always ``pupil``."""
 
     AUDIENCE = "pupil"
     PAGE_TEMPLATE = "pupil.html"
+    UNKNOWN_TEMPLATE = "pupil-unknown.html"
 
     @classmethod
     def name(cls) -> str:
@@ -64,9 +61,12 @@ class PupilInput(WebsiteInput):
 
     def page_values(self, school: str) -> dict[str, str]:
         return super().page_values(school) | {
-            "dsl": dsl_names(school),
+            "dsl": WHO_WILL_BE_TOLD,
             "leave_url": safe_leave_url(self.config.get("leave_url")),
         }
+
+    def unknown_page_values(self) -> dict[str, str]:
+        return super().unknown_page_values() | {"leave_url": safe_leave_url(self.config.get("leave_url"))}
 
 
 def credentials_entry(settings: Settings) -> tuple[str, dict | None]:

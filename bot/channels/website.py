@@ -2,7 +2,8 @@
 
 URLs (Rasa mounts every channel under ``/webhooks/<name>/``):
 
-* ``GET  /webhooks/website/``            a demo page with the widget open (``?school=<slug>`` picks a school)
+* ``GET  /webhooks/website/``            a demo page with the widget open (``?school=<slug>`` picks a school;
+  none: the default school; an unknown one: a 404 page saying the link is wrong, never another school's page)
 * ``GET  /webhooks/website/widget.js``   the widget: one dependency-free file, see ``static/widget.js``
 * ``GET  /webhooks/website/widget.css``  its styles (the script adds the stylesheet itself)
 * ``POST /webhooks/website/conversation`` ``{"sender": "<id>"}``: a new conversation id, signed by the server
@@ -116,6 +117,7 @@ class WebsiteInput(RestInput):
 
     AUDIENCE = "parent"
     PAGE_TEMPLATE = "website.html"
+    UNKNOWN_TEMPLATE = "website-unknown.html"
 
     @classmethod
     def name(cls) -> str:
@@ -172,8 +174,24 @@ class WebsiteInput(RestInput):
             "school_name": known_schools()[school].name,
         }
 
+    def unknown_page_values(self) -> dict[str, str]:
+        """The values ``UNKNOWN_TEMPLATE`` needs: nothing about any school."""
+        return {"prefix": f"/webhooks/{self.name()}"}
+
+    def page_school(self, requested: str | None) -> str | None:
+        """The school a page is for: the default when the link names none (a single-school deployment), the
+        named one when it is known, and None when the link names a school we do not know."""
+        if requested is None or not requested.strip():
+            return self.school_for(None)
+        slug = requested.strip().lower()
+        return slug if slug in known_schools() else None
+
     def page(self, request: Request) -> HTTPResponse:
-        school = self.school_for(request.args.get("school"))
+        school = self.page_school(request.args.get("school"))
+        if school is None:
+            # Never another school's page (its name, its DSL): a wrong link says so. The slug is not echoed.
+            body = render_template(self.UNKNOWN_TEMPLATE, **self.unknown_page_values())
+            return response.html(body, status=404, headers=PAGE_HEADERS)
         body = render_template(self.PAGE_TEMPLATE, **self.page_values(school))
         return response.html(body, headers=PAGE_HEADERS)
 

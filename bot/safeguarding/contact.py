@@ -2,10 +2,12 @@
 
 Two parts, both plain functions (no Rasa imports), used by the thin actions in ``actions/safeguarding.py``:
 
-* **The classifier.** Whether the answer to the contact offer declines it ("no thanks", "it's ok"), carries
-  nothing ("yes", "ok"), or carries details (anything unclear counts as details: keeping a message that was
-  not a name costs nothing, dropping one that was could cost a child help); and whether the message after
-  the details looks like more of them (a class, a phone number, an e-mail address, a short name).
+* **The classifier.** What a message is while the contact offer waits for an answer (``offer_answer``):
+  contact details (a name and class, a phone number, an e-mail address; ``looks_like_details``), a refusal
+  ("no thanks", "it's ok"), an acceptance with no details yet ("yes", "ok you can", "yes my number is"), or
+  anything else (a question, another topic, "why?"), which the contact form does not take: it is handled as a
+  new message. A question is never contact details, even when it contains a name. The same test decides
+  whether the message after the details looks like more of them.
 * **Record or attach.** The details are attached to the disclosure the contact form followed, in this
   conversation's current session (``service.attach_contact_details`` checks that itself). If that disclosure
   could not be stored at the time, it is recorded again from the tracker first (idempotently); if it cannot
@@ -133,6 +135,8 @@ _COMMON_WORDS = (
         again still already more much many some every other another same new done""".split()
     )
 )
+# Everyday words that are also first names: names only next to a class or year.
+_NAME_LIKE_WORDS = frozenset("will may".split())
 MAX_NAME_WORDS = 3
 MAX_DETAILS_WORDS = 15
 
@@ -175,20 +179,49 @@ def has_phone_or_email(text: str) -> bool:
     )
 
 
-def more_contact_details(text: str, latest: Mapping[str, Any]) -> bool:
-    """Whether a message right after contact details looks like more of them: a phone number or e-mail
-    address, a class or year ("year 6 class 6B", "6B"), or a short name ("jess", "it's Jess Smith").
+# Words that may come before a question's first word: "so can I...", "ok but why", "lol what".
+_QUESTION_LEAD_INS = frozenset(
+    "so and but ok okay um umm hmm hey hi hello oh also just sorry wait well then yes yeah no nah lol".split()
+)
+_WH_WORDS = frozenset(
+    "what who whom whose which when where why how whats whos wheres whens hows whys whatre".split()
+)
+
+
+def is_question(text: str) -> bool:
+    """A question: "?" anywhere; a question word first ("why", "what age can kids have WhatsApp"); or a verb
+    that starts questions ("is it ok to meet my online bestie irl", "can i add mr smith on insta lol", "can
+    jess use tiktok"; "will" and "may" only before a word that is not a name: not "May 6B", "Will Smith"),
+    after "so", "ok but"... A question is never taken as contact details, even when it contains a name."""
+    if "?" in text or "\uff1f" in text:
+        return True
+    words = split_words(text)
+    while words and words[0] in _QUESTION_LEAD_INS:
+        words = words[1:]
+    if not words:
+        return False
+    if words[0] in _WH_WORDS:
+        return True
+    if words[0] not in _QUESTION_WORDS or len(words) < 2 or words[1] == "not":  # "do not want to"
+        return False
+    if words[0] in _NAME_LIKE_WORDS:  # "will you", "may i"; not "Will Smith", "May 6B"
+        return words[1] in _COMMON_WORDS or words[1] in _LEAD_INS or words[1].isdigit()
+    return True
+
+
+def looks_like_details(text: str, latest: Mapping[str, Any]) -> bool:
+    """Whether a message looks like contact details: a phone number or e-mail address, a class or year
+    ("year 6 class 6B", "6B"), or a short name ("jess", "it's Jess Smith", "jess year 6").
 
     A question, a refusal, "ok thanks", or a sentence about anything else is not: it goes to the usual rules.
-    The NLU's intent is not used: it calls names and numbers all sorts of things.
+    What policy questions are about (apps, staff, photos...) and the NLU's platform and role entities are
+    never names. The NLU's intent is not used otherwise: it calls names and numbers all sorts of things.
     """
     words = split_words(text)
-    if not words or len(words) > MAX_DETAILS_WORDS:
+    if not words or len(words) > MAX_DETAILS_WORDS or is_question(text):
         return False
     if has_phone_or_email(text):
         return True
-    if "?" in text or words[0] in _QUESTION_WORDS:
-        return False
     intent = latest.get("intent") if isinstance(latest.get("intent"), Mapping) else {}
     if contact_answer(text, intent.get("name")) != "details":
         return False
@@ -197,24 +230,83 @@ def more_contact_details(text: str, latest: Mapping[str, Any]) -> bool:
     if not names:
         return found_class
     not_names = _COMMON_WORDS | _entity_words(latest)
+    if found_class:
+        not_names = not_names - _NAME_LIKE_WORDS  # "May 6B", "Will Smith year 6"
     return len(names) <= MAX_NAME_WORDS and all(
         word.isalpha() and len(word) > 1 and word not in not_names for word in names
     )
 
 
-def is_bare_yes(text: str) -> bool:
+_ACCEPT_WORDS = (
+    _FILLER_WORDS
+    | _LEAD_INS
+    | frozenset(
+        """you can may could go ahead do it that thats fine will ill id would like to want wanna sure here is
+        are of course definitely absolutely alright send type put write give tell share happy""".split()
+    )
+)
+
+
+def accepts_offer(text: str, intent: Any = None) -> bool:
+    """Whether the answer to the offer says yes without the details yet: "yes", "ok you can", "yes please",
+    "yes my number is", the "Yes" button (its payload "/affirm"). Never a question or a refusal."""
+    stripped = text.strip().lower()
+    if stripped.startswith("/affirm"):
+        return True
+    if not stripped or is_question(text):
+        return False
     ordered = split_words(text)
     words = set(ordered)
-    if not words or _POLITE_NO.fullmatch(" ".join(ordered)):
+    if not words or words & _REFUSALS or _POLITE_NO.fullmatch(" ".join(ordered)):
         return False
-    return words <= _FILLER_WORDS and bool(words & _AFFIRMATIONS)
+    agrees = bool(words & _AFFIRMATIONS) or {"you", "can"} <= words or "ahead" in words
+    return words <= _ACCEPT_WORDS and agrees
+
+
+def declines_offer(text: str, intent: Any = None) -> bool:
+    """Whether the answer to the offer says no ("no", "no thanks", "I don't want to", "it's ok thanks", the
+    "No" button). A question is not a refusal: it is answered as usual."""
+    if text.strip().lower().startswith("/deny"):
+        return True
+    return not is_question(text) and contact_answer(text, intent) == "declined"
+
+
+def offer_answer(text: str, latest: Mapping[str, Any], *, accepted: bool = False) -> str:
+    """What ``contact_form`` makes of a message while the offer (``accepted``: the prompt after a "yes")
+    waits for an answer:
+
+    * "details": contact details (``takes_as_more``: they look like details, or a class or number given with
+      a disclosure, which is recorded as a disclosure first); this accepts the offer too;
+    * "declined": a refusal; nothing is kept;
+    * "accepted": yes, but no details yet (only as the first answer): the person is asked for them once;
+    * "other": anything else (a question, another topic, "why?", a disclosure with no details in it): not
+      taken, so the message is handled as a new message by the usual rules.
+    """
+    if not isinstance(text, str) or not text.strip():
+        return "other"
+    if text.strip().startswith("/"):  # a button's payload ("/affirm", "/deny"): never details
+        payload = text.strip().lower()
+        if payload.startswith("/deny"):
+            return "declined"
+        return "accepted" if payload.startswith("/affirm") and not accepted else "other"
+    intent_data = latest.get("intent") if isinstance(latest.get("intent"), Mapping) else {}
+    intent = intent_data.get("name")
+    if takes_as_more(text, latest):
+        return "details"
+    if declines_offer(text, intent):
+        return "declined"
+    if not accepted and accepts_offer(text, intent):
+        return "accepted"
+    return "other"
 
 
 def takes_as_more(text: str, latest: Mapping[str, Any]) -> bool:
     """Whether ``contact_more_form`` takes ``text``: more contact details, or a class or number given with a
     disclosure ("6B. and my uncle hit me again": recorded as a disclosure first, then kept too)."""
-    if more_contact_details(text, latest):
+    if looks_like_details(text, latest):
         return True
+    if is_question(text):
+        return False
     return bool(has_phone_or_email(text) or without_class(split_words(text))[1]) and discloses(text, latest)
 
 

@@ -1,7 +1,8 @@
 """The parent and pupil widgets in a real browser (Debian's Chromium via Playwright) against the real stack.
 
 Each test loads the page the stack serves, types like a person, and checks what appears on screen. Screenshots
-go to reports/screenshots/; the two with an answer are copied to docs/images/ for the README.
+go to reports/screenshots/; the two with an answer and the parent widget on a 320x568 phone are copied
+to docs/images/ for the README.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.channels.pupil import DEFAULT_LEAVE_URL
+from bot.channels.pupil import DEFAULT_LEAVE_URL, WHO_WILL_BE_TOLD
 from bot.knowledge import get_knowledge
 
 # "browser" first: without Chromium the tests skip before the stack is started for nothing.
@@ -27,6 +28,9 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = PROJECT_ROOT / "reports" / "screenshots"
 DOC_IMAGES = PROJECT_ROOT / "docs" / "images"
 HOSTILE = "<script>alert(1)</script> and <img src=x onerror=alert(1)>"
+NOTICE = (
+    f"If you tell me something that means you're not safe, I will tell {WHO_WILL_BE_TOLD} so they can help."
+)
 
 
 def expect():
@@ -117,9 +121,7 @@ def test_pupil_widget_gives_the_simple_wording_and_the_short_citation_line(page,
     # No long quotes for pupils: no folded citation, no "Source:" line.
     assert page.locator("details").count() == 0
     assert not any(t.startswith("Source:") for t in shown)
-    expect()(page.locator("#sg-notice")).to_have_text(
-        "If you tell me something that means you're not safe, I will tell Elizabeth Lomax so they can help."
-    )
+    expect()(page.locator("#sg-notice")).to_have_text(NOTICE)
     screenshot(page, "pupil-widget", publish=True)
     assert not page.watch.outside_requests
 
@@ -164,14 +166,17 @@ def test_pupil_disclosure_gets_the_safe_reply_with_childline_and_the_notice(page
     expect()(log).to_contain_text("Childline")
     expect()(log).to_contain_text("can't keep this a secret")
     expect()(page.locator("#sg-notice")).to_be_visible()
-    expect()(page.locator("#sg-notice")).to_contain_text("I will tell Elizabeth Lomax so they can help.")
+    # The notice and the chat name the same people: a safe adult at school, the Designated Safeguarding Lead.
+    expect()(page.locator("#sg-notice")).to_have_text(NOTICE)
+    expect()(log).to_contain_text("I am telling a safe adult at school")
+    expect()(log).to_contain_text("Designated Safeguarding Lead")
     screenshot(page, "pupil-disclosure")
 
 
 def test_talk_to_a_grown_up_starts_the_disclosure_route(page, stack):
     open_widget(page, stack, "pupil", school="scotts")
     notice = page.locator("#sg-notice")
-    expect()(notice).to_contain_text("I will tell a safe adult at school so they can help.")
+    expect()(notice).to_have_text(NOTICE)
     button = page.get_by_role("button", name="Talk to a grown-up")
     expect()(button).to_be_visible()
     with page.expect_response(lambda r: r.url.endswith("/webhook")) as info:
@@ -190,6 +195,29 @@ def test_talk_to_a_grown_up_starts_the_disclosure_route(page, stack):
     [record] = [d for d in disclosures(stack.env) if d["sender_id"] == sender]
     assert (record["school"], record["audience"], record["channel"]) == ("scotts", "pupil", "pupil")
     assert record["text"] == '(pressed the "Talk to a grown-up" button)'
+
+
+# --- A wrong link -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("channel", "says"),
+    [("pupil", "Please ask a teacher for the right link."), ("website", "Please contact the school")],
+)
+def test_a_link_to_an_unknown_school_says_the_link_is_wrong(page, stack, channel, says):
+    response = page.goto(f"{stack.rasa_url}/webhooks/{channel}/?school=nowhere")
+    assert response.status == 404
+    expect()(page.get_by_role("heading", level=1)).to_have_text("This link is not right")
+    expect()(page.locator("#sg-unknown")).to_contain_text(says)
+    # No chat, and nothing of any other school (its name, its DSL).
+    assert page.locator(".sg-widget").count() == 0
+    for school in get_knowledge().schools.values():
+        expect()(page.locator("body")).not_to_contain_text(school.name)
+        for person in school.dsl:
+            if person.name:
+                expect()(page.locator("body")).not_to_contain_text(person.name)
+    screenshot(page, f"{channel}-wrong-link")
+    assert not page.watch.outside_requests
 
 
 # --- Leave quickly ------------------------------------------------------------------------------------------
@@ -409,4 +437,55 @@ def test_the_widget_embeds_on_another_site_with_one_script_tag(page, school_site
     page.keyboard.press("Escape")  # closes the chat and gives focus back to the launcher
     expect()(launcher).to_have_attribute("aria-expanded", "false")
     assert page.evaluate("document.activeElement.classList.contains('sg-launcher')")
+    assert not page.watch.outside_requests
+
+
+# --- A small phone ------------------------------------------------------------------------------------------
+
+SMALL_PHONE = {"width": 320, "height": 568}  # iPhone SE (1st generation): the smallest screen we support
+
+
+def inside(box: dict | None, viewport: dict) -> bool:
+    return (
+        box is not None
+        and box["x"] >= 0
+        and box["y"] >= 0
+        and box["x"] + box["width"] <= viewport["width"]
+        and box["y"] + box["height"] <= viewport["height"]
+    )
+
+
+def test_the_open_parent_widget_fits_a_320x568_phone(page, school_site):
+    """Embedded behind the launcher on a 320x568 screen: the open panel, its title, Close and the box are all
+    on screen (the panel used to start 138 px above it), with a long answer and its wording opened too."""
+    page.set_viewport_size(SMALL_PHONE)
+    page.goto(school_site)
+    launcher = page.get_by_role("button", name="Ask about our social media policy")
+    launcher.click()
+    panel = page.locator(".sg-root--floating .sg-widget")
+    close = page.get_by_role("button", name="Close the chat")
+    expect()(panel).to_be_visible()
+
+    def assert_all_on_screen():
+        for part in (
+            panel,
+            page.locator(".sg-title"),
+            close,
+            page.locator(".sg-input"),
+            page.locator(".sg-send"),
+        ):
+            assert inside(part.bounding_box(), SMALL_PHONE), (part, part.bounding_box())
+
+    assert_all_on_screen()
+    ask(page, "Can teachers follow pupils on Instagram?")
+    page.locator("details.sg-cite summary").last.click()
+    expect()(page.locator("details.sg-cite .sg-cite__quote").last).to_be_visible()
+    assert_all_on_screen()
+    # Nothing sideways: the page does not scroll horizontally.
+    assert page.evaluate("document.documentElement.scrollWidth") <= SMALL_PHONE["width"]
+    screenshot(page, "parent-widget-320x568", publish=True)
+
+    close.click()  # Playwright clicks only if the button is the element under the pointer
+    expect()(panel).to_be_hidden()
+    expect()(launcher).to_have_attribute("aria-expanded", "false")
     assert not page.watch.outside_requests

@@ -12,8 +12,8 @@ import pytest
 import requests
 
 from bot.channels import credentials
-from bot.channels.pupil import DEFAULT_LEAVE_URL, NO_NAMED_DSL, dsl_names, safe_leave_url
-from bot.channels.website import STATIC_DIR, render_template
+from bot.channels.pupil import DEFAULT_LEAVE_URL, WHO_WILL_BE_TOLD, PupilInput, safe_leave_url
+from bot.channels.website import STATIC_DIR, WebsiteInput, render_template
 from bot.knowledge import get_knowledge
 from bot.settings import get_settings
 
@@ -132,36 +132,106 @@ def test_cross_origin_pages_may_post_to_the_widget_webhook(stack):
 
 # --- The DSL notice on the pupil page -----------------------------------------------------------------------
 
-
-@e2e
-@pytest.mark.parametrize(
-    ("school", "who"),
-    [("lunsford", "Elizabeth Lomax"), ("scotts", NO_NAMED_DSL), ("lseat", NO_NAMED_DSL)],
+NOTICE = (
+    f"If you tell me something that means you're not safe, I will tell {WHO_WILL_BE_TOLD} so they can help."
 )
-def test_the_pupil_page_says_who_will_be_told(stack, school, who):
-    html = requests.get(f"{stack.rasa_url}/webhooks/pupil/", params={"school": school}, timeout=30).text
-    assert f"If you tell me something that means you're not safe, I will tell {who} so they can help." in html
-    assert f'data-school="{school}"' in html
+
+
+def dsl_names() -> set[str]:
+    return {p.name for school in get_knowledge().schools.values() for p in school.dsl if p.name}
 
 
 @e2e
-@pytest.mark.parametrize("school", ["<script>alert(1)</script>", "nowhere", "\u202e" * 100, "x" * 5000])
-def test_an_unknown_school_in_the_url_gets_the_default_school_and_is_never_echoed(stack, school):
+@pytest.mark.parametrize("school", sorted(get_knowledge().schools))
+def test_the_pupil_page_says_who_will_be_told_in_the_chats_words(stack, school):
+    html = requests.get(f"{stack.rasa_url}/webhooks/pupil/", params={"school": school}, timeout=30).text
+    assert NOTICE in html
+    assert f'data-school="{school}"' in html
+    # A name children do not know tells them nothing: the notice names the role, as the chat does.
+    assert not [name for name in dsl_names() if name in html]
+
+
+def test_the_notice_says_what_the_chats_safe_reply_says():
+    from bot.safeguarding.replies import load_replies
+
+    chat = load_replies()["pupil"]
+    assert WHO_WILL_BE_TOLD == "a safe adult at school (the Designated Safeguarding Lead)"
+    assert "a safe adult at school" in chat and "the Designated Safeguarding Lead" in chat
+
+
+# --- Which school a page is for ----------------------------------------------------------------------------
+
+UNKNOWN_SLUGS = ["<script>alert(1)</script>", "nowhere", "lunsford-x", "\u202e" * 100, "x" * 5000]
+WRONG_LINK = {
+    "website": "Please contact the school and ask for the right link",
+    "pupil": "Please ask a teacher for the right link.",
+}
+
+
+class FakeRequest:
+    def __init__(self, **args: str) -> None:
+        self.args = args
+
+
+def page_of(channel: str, **args: str):
+    widget = WebsiteInput() if channel == "website" else PupilInput(leave_url=DEFAULT_LEAVE_URL)
+    page = widget.page(FakeRequest(**args))
+    return page.status, page.body.decode(), page.headers
+
+
+def assert_wrong_link_page(channel: str, status: int, html: str, school: str) -> None:
+    assert status == 404
+    assert "This link is not right" in html and WRONG_LINK[channel] in html
+    # Never another school's page: no chat, no school's name, no DSL's name, and the link is not echoed.
+    assert "<script" not in html and "data-school" not in html
+    names = [s.name for s in get_knowledge().schools.values()] + sorted(dsl_names())
+    assert not [name for name in names if name in html]
+    assert school not in html and "<script>alert" not in html
+
+
+@pytest.mark.parametrize("channel", CHANNELS)
+@pytest.mark.parametrize("school", UNKNOWN_SLUGS)
+def test_an_unknown_school_gets_a_wrong_link_page(channel, school):
+    status, html, headers = page_of(channel, school=school)
+    assert_wrong_link_page(channel, status, html, school)
+    assert headers["Content-Security-Policy"].startswith("default-src 'none'")
+
+
+@pytest.mark.parametrize("channel", CHANNELS)
+def test_a_link_without_a_school_gets_the_default_school_and_a_known_one_its_own(channel):
     default = get_settings().default_school
+    for args, school in [({}, default), ({"school": " "}, default), ({"school": "Scotts"}, "scotts")]:
+        status, html, _ = page_of(channel, **args)
+        assert status == 200
+        assert f'data-school="{school}"' in html
+        assert get_knowledge().schools[school].name in html
+
+
+@e2e
+@pytest.mark.parametrize("school", UNKNOWN_SLUGS)
+def test_an_unknown_school_in_the_url_gets_a_404_page_with_the_page_headers(stack, school):
     for channel in CHANNELS:
         url = f"{stack.rasa_url}/webhooks/{channel}/"
         response = requests.get(url, params={"school": school}, timeout=30)
+        assert response.headers["Content-Type"].split(";")[0] == "text/html"
+        assert_wrong_link_page(channel, response.status_code, response.text, school)
+        assert response.headers["Content-Security-Policy"].startswith("default-src 'none'")
+        assert response.headers["X-Content-Type-Options"] == "nosniff"
+        assert response.headers["Referrer-Policy"] == "no-referrer"
+        assert response.headers["Cache-Control"] == "no-store"
+    links = [
+        attrs for tag, attrs in tags_of(response.text) if tag == "a"
+    ]  # the pupil page: only "Leave quickly"
+    assert links == [{"class": "sg-leave", "id": "sg-leave", "href": DEFAULT_LEAVE_URL, "rel": "noreferrer"}]
+
+
+@e2e
+def test_a_link_without_a_school_gets_the_default_schools_page(stack):
+    default = get_settings().default_school
+    for channel in CHANNELS:
+        response = requests.get(f"{stack.rasa_url}/webhooks/{channel}/", timeout=30)
         assert response.status_code == 200
         assert f'data-school="{default}"' in response.text
-        assert school not in response.text and "<script>alert" not in response.text
-
-
-def test_dsl_names_come_from_the_clause_base():
-    kb = get_knowledge()
-    assert dsl_names("lunsford") == "Elizabeth Lomax"
-    for slug, school in kb.schools.items():
-        named = [p.name for p in school.dsl if p.name]
-        assert (dsl_names(slug) == NO_NAMED_DSL) == (not named)
 
 
 # --- What the webhook does with what a client sends ---------------------------------------------------------

@@ -37,7 +37,8 @@ CONTACT_DOMAIN = {
             "type": "text",
             "mappings": [
                 {
-                    "type": "from_text",
+                    "type": "custom",
+                    "action": "action_extract_contact_details",
                     "conditions": [{"active_loop": "contact_form", "requested_slot": "contact_details"}],
                 }
             ],
@@ -431,14 +432,18 @@ def _asking_tracker(audience, answers):
 
 
 @pytest.mark.parametrize("audience", ["pupil", "parent"])
-async def test_a_bare_yes_is_asked_once_more_then_taken_as_given(audience):
+@pytest.mark.parametrize("yes", ["yes", "ok you can", "Yes please", "/affirm"])
+async def test_a_yes_is_asked_once_more_then_only_details_or_a_refusal_are_taken(audience, yes):
     dispatcher = CollectingDispatcher()
-    first = _asking_tracker(audience, ["yes"])
+    first = _asking_tracker(audience, [yes])
     events = await ValidateContactForm().run(dispatcher, first, CONTACT_DOMAIN)
     assert {"event": "slot", "timestamp": None, "name": "contact_details", "value": None} in events
     await ActionAskContactDetails().run(dispatcher, first, {})
     assert _said(dispatcher) == [texts.contact_prompt(audience)]
 
+    # After the prompt a second "ok" is not an answer (action_extract_contact_details leaves it to the usual
+    # rules); were it handed over anyway, it is not asked for again.
+    assert await extract_details(offer_tracker("ok", answers_before=[yes], intent="affirm")) == {}
     again = _asking_tracker(audience, ["yes", "ok"])
     events = await ValidateContactForm().run(CollectingDispatcher(), again, CONTACT_DOMAIN)
     assert {"event": "slot", "timestamp": None, "name": "contact_details", "value": "ok"} in events
@@ -686,29 +691,43 @@ async def test_a_name_then_a_class_in_the_next_message_are_both_kept(settings):
 
 
 async def test_a_parent_says_the_number_is_coming_then_sends_it(settings):
+    """Issue #15: "yes my number is" accepts the offer but is not contact details: the form asks for them,
+    and the number that follows is what is kept (then an e-mail address after it, too)."""
     reference = await log_disclosure(settings, audience="parent")
-    first = answer_tracker("yes my number is", audience="parent", reference=reference)
-    _, events = await save(settings, first)
-    assert _slot_events(events)["contact_followup"] is True
-    number = "07700 900123"
-    tracker = more_tracker(
-        "yes my number is", number, audience="parent", reference=reference, intent="policy_minimum_age"
+    accepted = offer_tracker("yes my number is", audience="parent", intent="affirm")
+    assert await extract_details(accepted) == {"contact_details": "yes my number is"}
+    events = await ValidateContactForm().run(
+        CollectingDispatcher(), _asking_tracker("parent", ["yes my number is"]), CONTACT_DOMAIN
     )
+    assert {"event": "slot", "timestamp": None, "name": "contact_details", "value": None} in events
+
+    number = "07700 900123"
+    answer = offer_tracker(
+        number, audience="parent", answers_before=["yes my number is"], intent="policy_minimum_age"
+    )
+    assert await extract_details(answer) == {"contact_details": number}
+    first = answer_tracker(
+        number,
+        audience="parent",
+        reference=reference,
+        answers_before=["yes my number is"],
+        intent="policy_minimum_age",
+    )
+    dispatcher, events = await save(settings, first)
+    assert _said(dispatcher) == [texts.PARENT_THANKS]
+    assert _slot_events(events)["contact_followup"] is True
+
+    email = "jo.smith@example.com"
     assert await extract(
-        more_tracker(
-            "yes my number is",
-            number,
-            audience="parent",
-            reference=reference,
-            intent="policy_minimum_age",
-            stage="extract",
-        )
-    ) == {"contact_more": number}
-    dispatcher, _ = await save_more(settings, tracker)
+        more_tracker(number, email, audience="parent", reference=reference, stage="extract")
+    ) == {"contact_more": email}
+    dispatcher, _ = await save_more(
+        settings, more_tracker(number, email, audience="parent", reference=reference)
+    )
     assert _said(dispatcher) == [texts.PARENT_MORE_THANKS]
     assert "07700" not in texts.PARENT_MORE_THANKS
     case = read_case(settings, reference, actor="t")
-    assert [item["text"] for item in case.contact] == ["yes my number is", number]
+    assert [item["text"] for item in case.contact] == [number, email]
 
 
 @pytest.mark.parametrize(
@@ -833,6 +852,22 @@ async def test_the_wait_ends_once_the_usual_rules_have_answered():
     assert await validate.run(CollectingDispatcher(), taken, {}) == []
     starting = answer_tracker("jess", reference="R")  # no active loop yet: the form is starting
     assert await validate.run(CollectingDispatcher(), starting, {}) == []
+
+
+async def test_the_wait_is_not_ended_as_it_starts():
+    """Rasa runs validate_contact_more_form as the form starts, with the form already active and nothing in
+    contact_more: that is no reason to end it (it used to, so the wait never happened in a real run)."""
+    starting = answer_tracker("jess", reference="R")
+    starting.events += [
+        {"event": "action", "name": "action_save_contact_details", "timestamp": 20.0},
+        {"event": "slot", "name": "contact_followup", "value": True, "timestamp": 20.3},
+        {"event": "active_loop", "name": "contact_more_form", "timestamp": None},
+        {"event": "slot", "name": "requested_slot", "value": None, "timestamp": None},
+        {"event": "action", "name": "contact_more_form", "timestamp": None},
+    ]
+    starting.active_loop = {"name": "contact_more_form"}
+    starting.slots.update({"contact_followup": True, "contact_more": None, "requested_slot": None})
+    assert await ValidateContactMoreForm().run(CollectingDispatcher(), starting, {}) == []
 
 
 async def test_more_details_while_the_database_is_down_are_spooled_then_attached_and_announced(
@@ -1020,3 +1055,226 @@ async def test_each_note_says_where_it_came_from(settings):
         "contact_form",
         "contact_more",
     ]
+
+
+# --- only contact details are taken as contact details (issue #15) ------------------------------------------
+
+from actions.safeguarding import ActionExtractContactDetails  # noqa: E402
+from bot.safeguarding.contact import is_question, looks_like_details, offer_answer  # noqa: E402
+
+
+def offer_tracker(answer, *, answers_before=(), intent="nlu_fallback", audience="pupil", latest_extra=None):
+    """The moment ``answer`` arrives while contact_form asks (after ``answers_before``): Rasa's
+    action_extract_slots runs action_extract_contact_details."""
+    tracker = answer_tracker(
+        answer,
+        audience=audience,
+        reference="SG-7K3P-QX9M",
+        intent=intent,
+        answers_before=answers_before,
+        latest_extra=latest_extra,
+        form_closed=False,
+    )
+    last_user = max(i for i, event in enumerate(tracker.events) if event.get("event") == "user")
+    tracker.events = tracker.events[: last_user + 1]
+    tracker.slots.update({"contact_details": None, "requested_slot": "contact_details"})
+    return tracker
+
+
+async def extract_details(tracker):
+    return _slot_events(await ActionExtractContactDetails().run(CollectingDispatcher(), tracker, {}))
+
+
+QUESTIONS = [
+    ("what age can kids have WhatsApp", "policy_minimum_age"),
+    ("is it ok to meet my online bestie irl", "policy_meeting_online_friends"),
+    ("why?", "ask_why"),
+    ("why", "ask_why"),
+    ("can i add mr smith on insta lol", "policy_pupils_befriend_staff"),
+    ("what about instagram?", "ask_other_platform"),
+    ("how old do you have to be for tiktok", "policy_minimum_age"),
+    ("ok but why", "ask_why"),
+    ("so what happens now", "nlu_fallback"),
+    ("will you tell my mum", "nlu_fallback"),
+    # Questions with a name, a class or a number in them are still questions.
+    ("is jess in 6B?", "nlu_fallback"),
+    ("can jess from year 6 use tiktok", "policy_minimum_age"),
+    ("jess 6B?", "affirm"),
+    ("what if i give you 07700 900123", "nlu_fallback"),
+    ("is 07700 900123 a scam number", "policy_scams"),
+    ("who is mr smith", "nlu_fallback"),
+]
+
+
+@pytest.mark.parametrize(("text", "intent"), QUESTIONS)
+def test_a_question_is_never_contact_details(text, intent):
+    latest = {"text": text, "intent": {"name": intent}, "entities": []}
+    assert is_question(text)
+    assert not looks_like_details(text, latest)
+    assert offer_answer(text, latest) == "other"
+    assert offer_answer(text, latest, accepted=True) == "other"
+
+
+@pytest.mark.parametrize(
+    ("text", "first", "after_yes"),
+    [
+        ("jess year 6", "details", "details"),
+        ("jess 6B", "details", "details"),
+        ("Amy Lowe 5B", "details", "details"),
+        ("May 6B", "details", "details"),  # a name that is also a word, next to a class
+        ("07700 900123", "details", "details"),
+        ("jo.smith@example.com", "details", "details"),
+        ("you can reach me on 07700 900123", "details", "details"),
+        ("no", "declined", "declined"),
+        ("no thanks", "declined", "declined"),
+        ("it's ok thanks", "declined", "declined"),
+        ("yes", "accepted", "other"),
+        ("ok you can", "accepted", "other"),
+        ("yes my number is", "accepted", "other"),
+        ("/affirm", "accepted", "other"),
+        ("thanks", "other", "other"),
+        ("kids on tiktok", "other", "other"),  # another topic
+        ("he hit me again last night", "other", "other"),  # a disclosure, no details: the usual rules
+        ("amy 5b. and my uncle hit me again last night", "details", "details"),  # recorded first, then kept
+    ],
+)
+def test_what_an_answer_to_the_offer_is(text, first, after_yes):
+    intent = "disclose" if "hit me" in text else "nlu_fallback"
+    latest = {"text": text, "intent": {"name": intent}, "entities": []}
+    if "uncle" in text:
+        pytest.importorskip("bot.safeguarding.detector")
+    assert offer_answer(text, latest) == first
+    assert offer_answer(text, latest, accepted=True) == after_yes
+
+
+@pytest.mark.parametrize(
+    ("text", "intent"),
+    [
+        ("jess year 6", "affirm"),
+        ("jess 6B", "affirm"),
+        ("Amy Lowe 5B", "nlu_fallback"),
+        ("07700 900123", "policy_minimum_age"),
+        ("no thanks", "deny"),
+        ("yes", "affirm"),
+        ("ok you can", "affirm"),
+    ],
+)
+async def test_the_answer_to_the_offer_is_taken(text, intent):
+    assert await extract_details(offer_tracker(text, intent=intent)) == {"contact_details": text}
+
+
+@pytest.mark.parametrize(("text", "intent"), [*QUESTIONS, ("thanks", "thank"), ("hello", "greet")])
+async def test_anything_else_is_not_taken_and_goes_to_the_usual_rules(text, intent):
+    assert await extract_details(offer_tracker(text, intent=intent)) == {}
+    assert await extract_details(offer_tracker(text, intent=intent, answers_before=["yes"])) == {}
+
+
+async def test_after_a_yes_only_details_or_a_refusal_are_taken():
+    assert await extract_details(offer_tracker("jess 6B", answers_before=["yes"])) == {
+        "contact_details": "jess 6B"
+    }
+    assert await extract_details(offer_tracker("no", answers_before=["ok you can"], intent="deny")) == {
+        "contact_details": "no"
+    }
+    for text in ("yes", "ok", "why?", "is it ok to meet my online bestie irl"):
+        assert await extract_details(offer_tracker(text, answers_before=["yes"])) == {}
+    # Only the message right after a yes: not after anything else, and never a third one.
+    assert await extract_details(offer_tracker("jess 6B", answers_before=["why?"])) == {}
+    assert await extract_details(offer_tracker("jess 6B", answers_before=["yes", "ok"])) == {}
+
+
+async def test_nothing_is_taken_unless_the_offer_is_waiting_in_this_session():
+    not_asking = offer_tracker("jess 6B")
+    not_asking.active_loop = {}
+    assert await extract_details(not_asking) == {}
+    not_offered = offer_tracker("jess 6B")
+    not_offered.slots["contact_offered"] = None
+    assert await extract_details(not_offered) == {}
+    new_session = offer_tracker("jess 6B")
+    new_session.events[-1:-1] = [
+        {"event": "action", "name": "action_session_start", "timestamp": 5.5},
+        {"event": "session_started", "timestamp": 5.6},
+    ]
+    assert await extract_details(new_session) == {}
+
+
+def _returned_tracker(answer, *, intent, after):
+    """contact_form runs again after the usual rules answered ``answer`` (which it did not take): Rasa's
+    temporary tracker for validate_contact_form."""
+    tracker = offer_tracker(answer, intent=intent)
+    tracker.events += [
+        {"event": "action_execution_rejected", "name": "contact_form", "timestamp": 7.0},
+        *({"event": "action", "name": name, "timestamp": 7.1} for name in after),
+        {"event": "slot", "name": "requested_slot", "value": "contact_details", "timestamp": None},
+        {"event": "action", "name": "contact_form", "timestamp": None},
+    ]
+    return tracker
+
+
+async def test_the_form_ends_once_the_usual_rules_have_answered_a_message_it_did_not_take():
+    returned = _returned_tracker(
+        "what age can kids have WhatsApp", intent="policy_minimum_age", after=["action_answer_policy"]
+    )
+    events = await ValidateContactForm().run(CollectingDispatcher(), returned, CONTACT_DOMAIN)
+    assert _slot_events(events) == {"requested_slot": None}
+
+    # A new disclosure instead: recorded, safe reply, hand-off; the offer is then made again.
+    disclosed = _returned_tracker(
+        "he hit me again",
+        intent="disclose",
+        after=["action_log_disclosure", "utter_disclosure_safe", "action_disclosure_reference"],
+    )
+    events = await ValidateContactForm().run(CollectingDispatcher(), disclosed, CONTACT_DOMAIN)
+    assert "requested_slot" not in _slot_events(events)
+    ask = CollectingDispatcher()
+    await ActionAskContactDetails().run(ask, disclosed, {})
+    assert _said(ask) == [texts.contact_offer("pupil")]
+
+    # As the form starts (already active, nothing asked yet, nothing rejected), it does not end.
+    starting = disclosure_tracker("pupil")
+    starting.events += [
+        {"event": "action", "name": "action_disclosure_reference", "timestamp": 4.5},
+        {"event": "active_loop", "name": "contact_form", "timestamp": None},
+        {"event": "slot", "name": "requested_slot", "value": None, "timestamp": None},
+        {"event": "action", "name": "contact_form", "timestamp": None},
+    ]
+    starting.active_loop = {"name": "contact_form"}
+    starting.slots.update({"contact_offered": True, "requested_slot": None})
+    events = await ValidateContactForm().run(CollectingDispatcher(), starting, CONTACT_DOMAIN)
+    assert "requested_slot" not in _slot_events(events)
+
+
+@pytest.mark.parametrize("audience", ["pupil", "parent"])
+async def test_when_the_form_took_nothing_nothing_is_stored_or_said(settings, audience):
+    reference = await log_disclosure(settings, audience=audience)
+    tracker = answer_tracker(
+        "what age can kids have WhatsApp", audience=audience, reference=reference, intent="policy_minimum_age"
+    )
+    tracker.slots["contact_details"] = None  # action_extract_contact_details took nothing
+    dispatcher, events = await save(settings, tracker)
+    assert _said(dispatcher) == []
+    assert _slot_events(events) == {
+        "contact_details": None,
+        "contact_offered": None,
+        "contact_followup": None,
+    }
+    assert _rows(settings, DisclosureNote) == [] and _contact_audits(settings) == []
+    assert Spool(settings.spool_dir).records() == [] or all(
+        record.get("record_type") != "contact_note" for record in Spool(settings.spool_dir).records()
+    )
+
+
+@pytest.mark.parametrize(("text", "intent"), QUESTIONS[:6])
+async def test_a_question_handed_to_the_save_action_is_never_stored(settings, text, intent):
+    """Defence in depth: even if a question reached action_save_contact_details, it is not kept."""
+    reference = await log_disclosure(settings)
+    dispatcher, events = await save(settings, answer_tracker(text, reference=reference, intent=intent))
+    assert _rows(settings, DisclosureNote) == [] and _contact_audits(settings) == []
+    assert _slot_events(events)["contact_followup"] is None
+    assert texts.PUPIL_THANKS not in _said(dispatcher)
+
+
+def test_the_action_server_registers_the_extractor():
+    executor = ActionExecutor()
+    executor.register_package("actions")
+    assert "action_extract_contact_details" in executor.actions

@@ -107,7 +107,19 @@ def test_every_contact_conversation_follows_the_rules(rules, project_root):
     stories = _stories(project_root, domain)
     names = {story.sender_id for story in stories}
     assert "a pupil gives their name, then their class in the next message, and both are kept" in names
-    assert "a parent says their number is coming, then sends it, and it is kept with the same report" in names
+    assert (
+        "a parent says yes, is asked for the number, sends it, then an email, both kept with the same report"
+        in names
+    )
+    # Issue #15: only contact details are taken as contact details.
+    assert {
+        "a parent's question after the offer gets the policy answer and is not kept as contact details",
+        "a child's safety question after the offer is answered, not kept as contact details",
+        "why after the offer is answered as a follow-up, not kept as contact details",
+        "a pupil says yes, is asked for their name and class, and gives them",
+        "a pupil answers the offer with their name and year straight away",
+        "a new disclosure instead of an answer to the offer is recorded and the offer made again",
+    } <= names
     failures = {story.sender_id: _replay(policy, domain, story) for story in stories}
     assert {name: problems for name, problems in failures.items() if problems} == {}
 
@@ -199,3 +211,59 @@ def test_after_a_decline_nothing_waits(rules):
     assert _predict(policy, domain, tracker) == "action_listen"
     kept = DialogueStateTracker.from_events("widget-42", events[: saved + 4], slots=domain.slots)
     assert _predict(policy, domain, kept) == "contact_more_form"
+
+
+def _offer_waiting(domain):
+    """A pupil's disclosure, and contact_form asking for contact details (the offer)."""
+    from rasa.shared.core.events import UserUttered
+    from rasa.shared.core.trackers import DialogueStateTracker
+
+    waiting, user = _waiting_for_more(domain)
+    events = list(waiting.events)
+    answer = [i for i, event in enumerate(events) if isinstance(event, UserUttered)][1]
+    return DialogueStateTracker.from_events("widget-42", events[: answer - 1], slots=domain.slots), user
+
+
+@pytest.mark.parametrize(
+    ("intent", "answer"),
+    [
+        ("disclose", "action_log_disclosure"),  # a new disclosure is recorded first, as always
+        ("policy_minimum_age", "action_answer_policy"),  # "what age can kids have WhatsApp"
+        ("policy_meeting_online_friends", "action_answer_policy"),  # "is it ok to meet my online bestie irl"
+        ("ask_why", "action_follow_up"),  # "why?"
+        ("thank", "utter_you_are_welcome"),
+        ("greet", "utter_greet"),
+        ("affirm", "action_follow_up"),  # a yes the form did not take (after the prompt)
+        ("deny", "action_follow_up"),
+        ("out_of_scope", "action_default_fallback"),
+        ("nlu_fallback", "action_two_stage_fallback"),
+        ("chitchat", "utter_chitchat"),
+    ],
+)
+def test_a_message_the_contact_form_does_not_take_is_answered_as_usual_then_the_form_ends(
+    rules, intent, answer
+):
+    """Issue #15: after the offer, anything but an answer to it is handled as a new message."""
+    from rasa.shared.core.events import ActionExecuted, ActionExecutionRejected, ActiveLoop, SlotSet
+
+    policy, domain = rules
+    tracker, user = _offer_waiting(domain)
+    assert tracker.active_loop_name == "contact_form"
+    assert _predict(policy, domain, tracker) == "action_listen"
+    for event in user("something that is not an answer to the offer", intent):
+        tracker.update(event, domain)
+    assert _predict(policy, domain, tracker) == "contact_form"  # the form sees every message first
+    tracker.update(ActionExecutionRejected("contact_form"))  # action_extract_contact_details took nothing
+    assert _predict(policy, domain, tracker) == answer
+    tracker.update(ActionExecuted(answer))
+    if answer in ("action_log_disclosure", "action_default_fallback", "action_two_stage_fallback"):
+        return  # the disclosure rules (see the story in STORIES) and the fallback loop take over from here
+    # Back to the form, which validate_contact_form ends; action_save_contact_details keeps and says nothing.
+    assert _predict(policy, domain, tracker) == "contact_form"
+    for event in (ActionExecuted("contact_form"), ActiveLoop(None), SlotSet("requested_slot", None)):
+        tracker.update(event, domain)
+    assert _predict(policy, domain, tracker) == "action_save_contact_details"
+    tracker.update(ActionExecuted("action_save_contact_details"))
+    for event in (SlotSet("contact_offered", None), SlotSet("contact_followup", None)):
+        tracker.update(event, domain)
+    assert _predict(policy, domain, tracker) == "action_listen"

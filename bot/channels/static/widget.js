@@ -457,6 +457,8 @@
 
     function setOpen(open) {
       ui.widget.hidden = !open;
+      // widget.css hides the launcher on phones while the chat is open, so the chat can use the whole screen.
+      root.classList.toggle("sg-root--open", open);
       launcher.setAttribute("aria-expanded", open ? "true" : "false");
       if (open) {
         ui.input.focus();

@@ -5,6 +5,12 @@ The rule is: intent ``disclose`` -> ``action_log_disclosure`` -> ``utter_disclos
 safe reply still follows, and the words are kept (database, else spool, else Rasa's tracker store, which the
 worker reconciles).
 
+The logging action also sets ``disclosure_kind`` (``bot.safeguarding.categories.reply_kind``: bullying,
+images, grooming, self_harm, danger_at_home, danger_now, radicalisation, "listen" for the "Talk to a
+grown-up" button, else generic), and ``utter_disclosure_safe`` gives pupils the reply that fits it
+(bot/safeguarding/replies.yml). ``action_disclosure_reference`` puts it back to generic, so a disclosure made
+while the action server is down (nothing sets the slot) gets the generic reply, not the previous one's.
+
 For pupils and parents ``action_disclosure_reference`` sets ``contact_offered``, and a rule then runs
 ``contact_form``: its question (``action_ask_contact_details``) offers to pass on a name and class (pupils) or
 a phone number or e-mail address (parents). Contact details are taken only when they are contact details:
@@ -56,6 +62,7 @@ from rasa_sdk import Action, FormValidationAction, Tracker
 from rasa_sdk.events import SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 
+from bot.safeguarding.categories import GENERIC_KIND, reply_kind
 from bot.safeguarding.contact import (
     contact_answer,
     keep_contact_details,
@@ -64,6 +71,7 @@ from bot.safeguarding.contact import (
     reference_of,
     takes_as_more,
 )
+from bot.safeguarding.detector import DISCLOSE_INTENT
 from bot.safeguarding.handoff_texts import (
     REFERENCE_UNAVAILABLE,
     contact_declined,
@@ -82,6 +90,7 @@ from bot.settings import Settings, get_settings
 logger = logging.getLogger(__name__)
 
 REFERENCE_SLOT = "disclosure_reference"
+KIND_SLOT = "disclosure_kind"
 CONTACT_SLOT = "contact_details"
 OFFER_SLOT = "contact_offered"
 FOLLOWUP_SLOT = "contact_followup"
@@ -120,6 +129,30 @@ def _intent(conversation: Conversation) -> Any:
     return intent.get("name") if isinstance(intent, Mapping) else None
 
 
+def _pressed_the_button(conversation: Conversation) -> bool:
+    """The latest message is the "Talk to a grown-up" button (its payload): nothing has been said yet."""
+    return str(conversation.latest.get("text") or "").strip().startswith(f"/{DISCLOSE_INTENT}")
+
+
+def _reply_kind(conversation: Conversation) -> str:
+    """Which pupil reply fits the latest message (``reply_kind``); generic if that cannot be told."""
+    try:
+        if _pressed_the_button(conversation):
+            return reply_kind((), button=True)
+        turn = conversation.latest_turn()
+        categories, risk = turn.verdict()
+        return reply_kind(categories, risk)
+    except Exception:
+        logger.exception("Could not tell what the disclosure is about; the pupil gets the generic reply")
+        return GENERIC_KIND
+
+
+def _kind_events(conversation: Conversation, kind: str) -> list[dict[str, Any]]:
+    """``disclosure_kind`` set to ``kind`` unless it already is (unset counts as generic)."""
+    current = conversation.slots.get(KIND_SLOT) or GENERIC_KIND
+    return [] if current == kind else [SlotSet(KIND_SLOT, kind)]
+
+
 async def _record(settings: Settings | None, conversation: Conversation) -> RecordResult | None:
     try:
         settings = settings or get_settings()
@@ -131,7 +164,8 @@ async def _record(settings: Settings | None, conversation: Conversation) -> Reco
 
 
 class ActionLogDisclosure(Action):
-    """Record the latest user message as a disclosure, before any reply; sets ``disclosure_reference``."""
+    """Record the latest user message as a disclosure, before any reply; sets ``disclosure_reference`` and
+    ``disclosure_kind`` (which of the pupil's safe replies fits)."""
 
     def __init__(self, settings: Settings | None = None) -> None:
         self._settings = settings
@@ -144,16 +178,21 @@ class ActionLogDisclosure(Action):
     ) -> list[dict[str, Any]]:
         conversation = Conversation(tracker)
         result = await _record(self._settings, conversation)
+        kind = await asyncio.to_thread(_reply_kind, conversation)
         if result is not None and result.stored != "log":
-            return [_committed(SlotSet(REFERENCE_SLOT, result.reference), conversation, result.reference)]
-        return [SlotSet(REFERENCE_SLOT, None)]
+            reference = _committed(SlotSet(REFERENCE_SLOT, result.reference), conversation, result.reference)
+            return [reference, *_kind_events(conversation, kind)]
+        return [SlotSet(REFERENCE_SLOT, None), *_kind_events(conversation, kind)]
 
 
 class ActionDisclosureReference(Action):
     """After the safe reply: the reference for staff and parents; ``contact_offered`` for pupils and parents.
 
     ``contact_offered`` (true for pupils and parents) is what the rule that starts ``contact_form`` waits for;
-    the question itself is the form's, so it is only ever asked when its answer will be captured.
+    the question itself is the form's, so it is only ever asked when its answer will be captured. Not after
+    the "Talk to a grown-up" button: its reply asks what the child would like to tell, and asking for a name
+    and class as well, before anything was said, would be two questions at once (the offer comes after what
+    they then tell). The safe reply has gone out: ``disclosure_kind`` goes back to generic for the next one.
     """
 
     def __init__(self, settings: Settings | None = None) -> None:
@@ -169,23 +208,28 @@ class ActionDisclosureReference(Action):
             conversation = Conversation(tracker)
             audience = _audience(conversation, self._settings)
             text = handoff_text(audience, reference_of(conversation))
-            offered = offers_contact(audience)
+            offered = offers_contact(audience) and not _pressed_the_button(conversation)
         except Exception:
             logger.exception("Could not tailor the disclosure hand-off message")
             text, offered = REFERENCE_UNAVAILABLE, False
         if text:
             dispatcher.utter_message(text=text)
-        return [SlotSet(OFFER_SLOT, offered)]
+        try:
+            reset = _kind_events(Conversation(tracker), GENERIC_KIND)
+        except Exception:
+            logger.exception("Could not read disclosure_kind; setting it back to generic")
+            reset = [SlotSet(KIND_SLOT, GENERIC_KIND)]
+        return [SlotSet(OFFER_SLOT, offered), *reset]
 
 
 # --- optional contact details after a disclosure (bot/safeguarding/contact.py) ----------------------------
 
 
-def _safe_reply(dispatcher: CollectingDispatcher, audience: str) -> None:
+def _safe_reply(dispatcher: CollectingDispatcher, audience: str, kind: str | None = None) -> None:
     try:
         from bot.safeguarding.replies import safe_reply
 
-        dispatcher.utter_message(text=safe_reply(audience))
+        dispatcher.utter_message(text=safe_reply(audience, kind=kind))
     except Exception:
         logger.warning("Safe reply texts unavailable; using utter_disclosure_safe", exc_info=True)
         dispatcher.utter_message(response="utter_disclosure_safe")
@@ -450,7 +494,7 @@ class ActionSaveContactDetails(Action):
             await self._keep(settings, conversation, text, also_recorded_as=reference)
         except Exception:
             logger.exception("Could not also keep the disclosure as contact details of the first one")
-        _safe_reply(dispatcher, audience)
+        _safe_reply(dispatcher, audience, await asyncio.to_thread(_reply_kind, conversation))
         follow_up = handoff_text(audience, reference)
         if follow_up:
             dispatcher.utter_message(text=follow_up)

@@ -11,8 +11,10 @@ spaCy raise; metadata nested hundreds deep made Rasa's deep copies overflow the 
   button (the Rasa glue adds the classifier's opinion when the NLU can still run);
 * ``recover`` then stores an encrypted record exactly like ``action_log_disclosure`` would (same store, spool
   when the database is down, idempotent on the Rasa message id) with ``source="failsafe"``, and returns the
-  domain's static safe reply for the audience (plus the reference for staff and parents). Anything else gets
-  ``GENERIC_ERROR_REPLY``, so nobody is left looking at silence.
+  domain's static safe reply for the audience (plus the reference for staff and parents); pupils get the
+  reply that fits the verdict's categories (``reply_kind``, as ``action_log_disclosure`` picks it; the
+  button gets the listening opener). Anything else gets ``GENERIC_ERROR_REPLY``, so nobody is left looking
+  at silence.
 
 No Rasa imports: the decisions are plain functions with their own tests (tests/security/test_silent_loss.py).
 """
@@ -24,9 +26,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from bot.safeguarding.categories import reply_kind
 from bot.safeguarding.detector import CLASSIFIER_ONLY, DISCLOSE_INTENT, get_detector
 from bot.safeguarding.handoff_texts import handoff_text
-from bot.safeguarding.replies import load_replies, safe_reply
+from bot.safeguarding.replies import all_safe_replies, safe_reply
 from bot.safeguarding.service import RecordResult, record_disclosure
 from bot.settings import AUDIENCES, Settings
 from bot.untrusted import clean_text
@@ -102,9 +105,10 @@ def conversation_context(*sources: Any) -> tuple[str | None, str | None]:
 
 
 def safe_reply_texts() -> frozenset[str]:
-    """Every audience's safe reply: a failure after the normal path sent one must not send it twice."""
+    """Every safe reply (each audience's, each pupil kind's): a failure after the normal path sent one must
+    not send it twice."""
     try:
-        return frozenset(load_replies().values())
+        return frozenset(all_safe_replies())
     except Exception:
         return frozenset()
 
@@ -154,7 +158,8 @@ def recover(
             result.created,
         )
     reference = result.reference if result is not None and result.stored != "log" else None
-    replies = [safe_reply(audience)]
+    kind = reply_kind(verdict.categories, verdict.risk, button=verdict.why == "button")
+    replies = [safe_reply(audience, kind=kind)]
     # Unknown audience: the pupil text (safe for anyone) promises no follow-up message, so none is sent.
     follow_up = handoff_text(audience, reference) if audience else None
     if follow_up:

@@ -1,7 +1,9 @@
 """The safe reply to a disclosure, per audience (texts and the rules they follow: ``replies.yml``).
 
 ``safe_reply(audience)`` returns the same static text the domain's ``utter_disclosure_safe`` response carries;
-with ``school_facts`` (a school.yml mapping) the staff and parent texts also name the school's DSL.
+with ``school_facts`` (a school.yml mapping) the staff and parent texts also name the school's DSL. For
+pupils, ``kind`` (``bot.safeguarding.categories.reply_kind``) picks the reply that fits what was said, as the
+``disclosure_kind`` slot does in the domain; without it, or for adults, the audience's generic text.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from bot.safeguarding.categories import GENERIC_KIND, REPLY_KINDS
 from bot.settings import AUDIENCES
 
 REPLIES_PATH = Path(__file__).with_name("replies.yml")
@@ -32,9 +35,34 @@ def load_replies(path: Path = REPLIES_PATH) -> dict[str, str]:
     return {audience: str(replies[audience]).strip() for audience in AUDIENCES}
 
 
-def safe_reply(audience: str | None, school_facts: Mapping[str, Any] | None = None) -> str:
-    """The reply for ``audience`` (unknown: the pupil text), naming the DSL for adults when known."""
+@lru_cache(maxsize=4)
+def load_pupil_replies(path: Path = REPLIES_PATH) -> dict[str, str]:
+    """The pupil's reply for every kind ("generic" is ``replies.pupil``); ValueError when one is missing."""
+    data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    kinds = dict(data.get("pupil_kinds") or {})
+    kinds[GENERIC_KIND] = load_replies(path)["pupil"]
+    missing = [kind for kind in REPLY_KINDS if not str(kinds.get(kind) or "").strip()]
+    unknown = sorted(set(kinds) - set(REPLY_KINDS))
+    if missing or unknown:
+        raise ValueError(f"{path}: pupil_kinds missing {missing}, unknown {unknown}")
+    return {kind: str(kinds[kind]).strip() for kind in REPLY_KINDS}
+
+
+def all_safe_replies() -> tuple[str, ...]:
+    """Every text ``safe_reply`` can return (without a school's DSL names)."""
+    return (*load_replies().values(), *load_pupil_replies().values())
+
+
+def safe_reply(
+    audience: str | None, school_facts: Mapping[str, Any] | None = None, kind: str | None = None
+) -> str:
+    """The reply for ``audience`` (unknown: the generic pupil text), naming the DSL for adults when known.
+
+    ``kind`` only applies to pupils, as in the domain (an unknown audience gets the generic text there too).
+    """
     replies = load_replies()
+    if audience == "pupil" and kind in REPLY_KINDS:
+        return load_pupil_replies()[kind]
     audience = audience if audience in replies else FALLBACK_AUDIENCE
     text = replies[audience]
     names = _dsl_names(school_facts)

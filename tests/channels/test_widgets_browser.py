@@ -187,7 +187,9 @@ def test_talk_to_a_grown_up_starts_the_disclosure_route(page, stack):
 
     expect()(page.locator(".sg-msg--user .sg-msg__text").last).to_have_text("Talk to a grown-up")
     log = page.locator(".sg-log")
-    expect()(log).to_contain_text("can't keep this a secret")
+    # Nothing has been said yet: the reply listens first (issue #15), honest that a safe adult is told.
+    expect()(log).to_contain_text("I'm here. What would you like to tell me?")
+    expect()(log).to_contain_text("I will tell a safe adult at school")
     expect()(log).to_contain_text("0800 1111")
 
     # The school has it: stored from the pupil channel, for this school, as a pupil.

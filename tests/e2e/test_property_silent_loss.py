@@ -19,7 +19,9 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from bot.safeguarding.categories import reply_kind
 from bot.safeguarding.crypto import load_cipher
+from bot.safeguarding.detector import assess
 from bot.safeguarding.replies import safe_reply
 from bot.safeguarding.store import Disclosure, get_engine
 from bot.settings import Settings
@@ -142,13 +144,22 @@ def replies_of(response: requests.Response) -> list:
     return payload.get("messages") or []
 
 
+def expected_replies(audiences: list[str], sentence: str) -> set[str]:
+    """The safe reply each audience gets for ``sentence``: pupils get the one that fits it (issue #15)."""
+    found = assess(sentence)
+    kind = reply_kind(found.categories, found.risk)
+    return {safe_reply(audience, kind=kind) for audience in audiences}
+
+
 def check_disclosure(stack, channel: str, body: dict, sentence: str) -> None:
     response, sender_id = post(stack, channel, body)
     replies = replies_of(response)  # a refused disclosure is answered too (its metadata was the problem)
     assert replies, f"a disclosure was answered with silence ({response.status_code})"
     text = joined(replies)
     audiences = [AUDIENCE[channel]] if channel in AUDIENCE else ["pupil", "parent", "staff"]
-    assert any(safe_reply(audience) in text for audience in audiences), text[:500]
+    if channel not in AUDIENCE:  # REST: an unknown audience gets the generic pupil text
+        audiences.append(None)
+    assert any(reply in text for reply in expected_replies(audiences, sentence)), text[:500]
     [(record, words)] = records(stack, sender_id)
     assert sentence in words
     if channel in AUDIENCE:
@@ -179,7 +190,8 @@ def test_a_disclosure_with_a_broken_emoji_gets_the_safe_reply_and_one_record(pro
     body = {"message": f"{SENTENCES[0]} \ud83d", "metadata": {"school": "lunsford", "audience": "pupil"}}
     response, sender_id = post(property_stack, channel, body)
     assert response.status_code == 200, response.text[:300]  # cleaned, not refused: the words matter
-    assert safe_reply(AUDIENCE.get(channel, "pupil")) in joined(response.json())
+    [expected] = expected_replies([AUDIENCE.get(channel, "pupil")], SENTENCES[0])
+    assert expected in joined(response.json())
     [(_, words)] = records(property_stack, sender_id)
     assert SENTENCES[0] in words and "\ufffd" in words
 
@@ -198,7 +210,10 @@ def test_a_disclosure_with_metadata_nested_500_deep_gets_the_safe_reply_and_one_
     payload = response.json()
     assert "nested too deeply" in payload["error"]
     audiences = [AUDIENCE[channel]] if channel in AUDIENCE else ["pupil", "parent", "staff"]
-    assert any(safe_reply(a) in joined(payload["messages"]) for a in audiences), payload
+    if channel not in AUDIENCE:
+        audiences.append(None)
+    expected = expected_replies(audiences, SENTENCES[1])
+    assert any(reply in joined(payload["messages"]) for reply in expected), payload
     [(record, words)] = records(property_stack, sender_id)
     assert SENTENCES[1] in words and record.source == "failsafe" and record.channel == channel
     assert record.school == "lunsford"

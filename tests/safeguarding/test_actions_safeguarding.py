@@ -74,7 +74,9 @@ async def test_log_disclosure_stores_before_returning_and_sends_nothing(settings
     dispatcher, events = await _log(settings, make_tracker())
 
     assert dispatcher.messages == []
-    assert len(events) == 1 and events[0]["event"] == "slot" and events[0]["name"] == "disclosure_reference"
+    assert len(events) == 2 and events[0]["event"] == "slot" and events[0]["name"] == "disclosure_reference"
+    # Which pupil reply fits (an adult keeping secrets with a child: grooming); utter_disclosure_safe uses it.
+    assert events[1] == {"event": "slot", "timestamp": None, "name": "disclosure_kind", "value": "grooming"}
     reference = events[0]["value"]
     with Session(get_engine(settings.database_url), future=True) as session:
         row = session.execute(select(Disclosure)).scalar_one()
@@ -197,7 +199,10 @@ async def test_when_nothing_can_store_it_the_reference_slot_is_empty(down_postgr
     blocker.write_text("")
     hopeless = dataclasses.replace(down_postgres, spool_dir=blocker / "spool")
     _, events = await _log(hopeless, make_tracker())
-    assert events == [{"event": "slot", "timestamp": None, "name": "disclosure_reference", "value": None}]
+    assert events == [
+        {"event": "slot", "timestamp": None, "name": "disclosure_reference", "value": None},
+        {"event": "slot", "timestamp": None, "name": "disclosure_kind", "value": "grooming"},
+    ]
     assert "DISCLOSURE NOT STORED" in caplog.text
 
 

@@ -296,7 +296,8 @@ async def test_a_disclosure_inside_the_details_is_recorded_alerted_and_kept_as_c
 
     from bot.safeguarding.replies import safe_reply
 
-    assert _said(dispatcher) == [safe_reply("pupil")]  # the safe reply, not "Thank you, passed that on"
+    # The safe reply (for a child hit by a relative: 999 first), not "Thank you, passed that on".
+    assert _said(dispatcher) == [safe_reply("pupil", kind="danger_at_home")]
     assert _slot_events(events)["disclosure_reference"] == second
 
 
@@ -487,7 +488,8 @@ async def test_list_json_and_export_show_the_contact_details(settings):
         {},
         "action_listen",
     )
-    [other] = await ActionLogDisclosure(settings).run(CollectingDispatcher(), staff, {})
+    [other, kind] = await ActionLogDisclosure(settings).run(CollectingDispatcher(), staff, {})
+    assert kind["name"] == "disclosure_kind"
     listed = {case.reference: case.as_json() for case in list_cases(settings, actor="t", with_text=True)}
     assert [item["text"] for item in listed[reference]["contact"]] == ["Amy Lowe 5B"]
     assert listed[reference]["contact"][0]["added_at"].startswith("20")
@@ -825,7 +827,7 @@ async def test_a_disclosure_in_the_next_message_is_recorded_first_and_kept_as_co
 
     from bot.safeguarding.replies import safe_reply
 
-    assert _said(dispatcher) == [safe_reply("pupil")]
+    assert _said(dispatcher) == [safe_reply("pupil", kind="danger_at_home")]  # "my uncle hit me"
     assert _slot_events(events) == {
         "contact_more": None,
         "contact_followup": None,

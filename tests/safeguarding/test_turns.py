@@ -147,7 +147,8 @@ async def test_the_reconciler_and_the_action_agree_on_a_message_without_an_id(se
     tracker = Tracker(
         "conv-1", {"school": "lunsford", "audience": "pupil"}, latest, events, False, None, {}, ""
     )
-    [slot] = await ActionLogDisclosure(settings).run(CollectingDispatcher(), tracker, {})
+    [slot, kind] = await ActionLogDisclosure(settings).run(CollectingDispatcher(), tracker, {})
+    assert (slot["name"], kind["name"]) == ("disclosure_reference", "disclosure_kind")
 
     report = reconcile_from_tracker_store(settings)
     assert (report.found, report.recorded) == (1, 0)

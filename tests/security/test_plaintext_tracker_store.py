@@ -235,7 +235,10 @@ async def test_a_disclosure_whose_record_failed_keeps_its_words_until_reconciled
     store = _store(rasa, settings)
     events = _start()
     returned = await _disclosure_turn(broken, events)
-    assert returned == [{"event": "slot", "timestamp": None, "name": "disclosure_reference", "value": None}]
+    assert returned == [
+        {"event": "slot", "timestamp": None, "name": "disclosure_reference", "value": None},
+        {"event": "slot", "timestamp": None, "name": "disclosure_kind", "value": "grooming"},
+    ]
     await _save(rasa, store, events)
     store.engine.dispose()
     assert DISCLOSURE.encode() in _file_bytes(settings)  # the reconciler's only copy: must stay

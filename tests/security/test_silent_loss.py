@@ -22,11 +22,11 @@ from bot.safeguarding import failsafe
 from bot.safeguarding.component import DisclosureDetector
 from bot.safeguarding.crypto import load_cipher
 from bot.safeguarding.handoff_texts import REFERENCE_GIVEN
-from bot.safeguarding.replies import safe_reply
+from bot.safeguarding.replies import all_safe_replies, safe_reply
 from bot.safeguarding.store import Disclosure, get_engine
 from bot.untrusted import bounded_metadata, clean_text
 
-DISCLOSURE = "my step dad hits me"
+DISCLOSURE = "my step dad hits me"  # danger at home: pupils get that reply (safe_reply kind "danger_at_home")
 BROKEN_EMOJI = "\ud83d"  # half of a surrogate pair: what a cut-off emoji looks like after JSON decoding
 QUESTION = "how old do you have to be for whatsapp"
 
@@ -91,7 +91,7 @@ def records(settings) -> list[Disclosure]:
 def texts(replies) -> list[str]:
     """The replies as sent, whole again: Rasa's channels send each paragraph as a message of its own."""
     whole, parts = [], [reply["text"] for reply in replies or []]
-    for text in [safe_reply(a) for a in ("pupil", "staff", "parent")] + [None]:
+    for text in [*all_safe_replies(), None]:  # every audience's, every pupil kind's
         if text is not None and parts[: len(text.split("\n\n"))] == text.split("\n\n"):
             whole.append(text)
             parts = parts[len(text.split("\n\n")) :]
@@ -160,7 +160,8 @@ async def test_a_disclosure_that_breaks_handling_gets_the_safe_reply_and_one_enc
     metadata = {"school": "lunsford", "audience": "pupil"}
     replies, message = await send(agent, f"{DISCLOSURE} {BROKEN_EMOJI}", metadata)
 
-    assert texts(replies) == [safe_reply("pupil")]  # pupils get no reference, as on the normal path
+    # Pupils get the reply for danger at home (999 first) and no reference, as on the normal path.
+    assert texts(replies) == [safe_reply("pupil", kind="danger_at_home")]
     [record] = records(fresh_settings)
     assert (record.source, record.school, record.audience, record.channel) == (
         "failsafe",
@@ -175,7 +176,7 @@ async def test_a_disclosure_that_breaks_handling_gets_the_safe_reply_and_one_enc
 
     # The same message again (a retry inside the server) is still one record.
     again, _ = await send(agent, f"{DISCLOSURE} {BROKEN_EMOJI}", metadata, message_id=message.message_id)
-    assert texts(again) == [safe_reply("pupil")]
+    assert texts(again) == [safe_reply("pupil", kind="danger_at_home")]
     assert len(records(fresh_settings)) == 1
 
 
@@ -225,7 +226,7 @@ async def test_when_the_detector_fails_too_any_message_is_treated_as_a_disclosur
 
 async def test_the_disclose_button_is_a_disclosure(safety_net, fresh_settings):
     replies, _ = await send(agent_with(Processor(RuntimeError())), "/disclose", {"audience": "pupil"})
-    assert texts(replies) == [safe_reply("pupil")]
+    assert texts(replies) == [safe_reply("pupil", kind="listen")]  # the listening opener
     assert len(records(fresh_settings)) == 1
 
 
@@ -242,7 +243,7 @@ async def test_a_safe_reply_already_sent_is_not_repeated(safety_net, fresh_setti
 
 async def test_a_disclosure_before_the_model_has_loaded_is_recorded_and_answered(safety_net, fresh_settings):
     replies, _ = await send(agent_with(None), DISCLOSURE, {"audience": "pupil"})
-    assert texts(replies) == [safe_reply("pupil")]
+    assert texts(replies) == [safe_reply("pupil", kind="danger_at_home")]
     assert len(records(fresh_settings)) == 1
     # Anything else keeps Rasa's answer while loading (start-up probes wait for a real reply).
     assert (await send(agent_with(None), "hello"))[0] is None
@@ -262,7 +263,7 @@ async def test_when_the_database_is_down_the_record_is_spooled_encrypted(
 
     monkeypatch.setattr(service, "store_in_database", down)
     replies, _ = await send(agent_with(Processor(RecursionError())), DISCLOSURE, {"audience": "pupil"})
-    assert texts(replies) == [safe_reply("pupil")]
+    assert texts(replies) == [safe_reply("pupil", kind="danger_at_home")]
     [spooled] = Spool(fresh_settings.spool_dir).records()
     assert spooled["source"] == "failsafe" and spooled["text_encrypted"]
     assert DISCLOSURE not in Spool(fresh_settings.spool_dir).path.read_text()
@@ -372,7 +373,7 @@ async def test_a_disclosure_with_500_deep_metadata_gets_the_safe_reply_and_one_r
     assert load_cipher(fresh_settings).decrypt(record.text_encrypted) == f"{DISCLOSURE} \ufffd"
     # The failure path's replies: the safe reply, and for adults the reference.
     reference = [REFERENCE_GIVEN.format(reference=record.reference)] if audience == "parent" else []
-    assert texts(payload["messages"]) == [safe_reply(audience), *reference]
+    assert texts(payload["messages"]) == [safe_reply(audience, kind="danger_at_home"), *reference]
     assert {m["recipient_id"] for m in payload["messages"]} == {stored}
     assert web.received == []  # refused: the dialogue engine never saw it
 
@@ -393,7 +394,7 @@ async def test_a_disclosure_with_metadata_over_16_kb_is_salvaged_too(web, fresh_
     audience = CHANNEL_AUDIENCE[channel] or "staff"
     assert record.audience == audience
     reference = [] if audience == "pupil" else [REFERENCE_GIVEN.format(reference=record.reference)]
-    assert texts(payload["messages"]) == [safe_reply(audience), *reference]
+    assert texts(payload["messages"]) == [safe_reply(audience, kind="danger_at_home"), *reference]
 
 
 async def test_rest_records_only_a_valid_school_and_audience_from_refused_metadata(web, fresh_settings):

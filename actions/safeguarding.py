@@ -85,7 +85,7 @@ from bot.safeguarding.handoff_texts import (
 from bot.safeguarding.redaction import CONTACT, DISCLOSURE, mark_committed
 from bot.safeguarding.service import RecordResult
 from bot.safeguarding.turns import Conversation, discloses
-from bot.settings import Settings, get_settings
+from bot.settings import AUDIENCES, Settings, get_settings
 
 logger = logging.getLogger(__name__)
 
@@ -118,6 +118,19 @@ __all__ = [
 def _audience(conversation: Conversation, settings: Settings | None) -> str:
     audience = conversation.slot("audience", conversation.latest.get("metadata"))
     return str(audience or (settings or get_settings()).default_audience)
+
+
+def _audience_events(conversation: Conversation) -> list[dict[str, Any]]:
+    """The ``audience`` slot from the message's metadata when it is still unset, so that the safe reply's
+    audience variant applies. The "Talk to a grown-up" button's ``/disclose`` payload skips the NLU pipeline,
+    which otherwise sets the slot from the (validated) metadata."""
+    if conversation.slots.get("audience"):
+        return []
+    metadata = conversation.latest.get("metadata")
+    value = metadata.get("audience") if isinstance(metadata, Mapping) else None
+    if isinstance(value, str) and value.strip().lower() in AUDIENCES:
+        return [SlotSet("audience", value.strip().lower())]
+    return []
 
 
 def _is_disclosure(text: str, conversation: Conversation) -> bool:
@@ -179,10 +192,11 @@ class ActionLogDisclosure(Action):
         conversation = Conversation(tracker)
         result = await _record(self._settings, conversation)
         kind = await asyncio.to_thread(_reply_kind, conversation)
+        context = [*_audience_events(conversation), *_kind_events(conversation, kind)]
         if result is not None and result.stored != "log":
             reference = _committed(SlotSet(REFERENCE_SLOT, result.reference), conversation, result.reference)
-            return [reference, *_kind_events(conversation, kind)]
-        return [SlotSet(REFERENCE_SLOT, None), *_kind_events(conversation, kind)]
+            return [reference, *context]
+        return [SlotSet(REFERENCE_SLOT, None), *context]
 
 
 class ActionDisclosureReference(Action):

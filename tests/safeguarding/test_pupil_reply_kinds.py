@@ -121,6 +121,28 @@ async def test_the_action_sets_the_kind_and_the_domain_says_its_reply(settings, 
     assert await _utter(domain, tracker) == safe_reply("pupil")
 
 
+async def test_the_button_as_the_first_message_gets_the_pupil_opener(settings, domain):
+    """The button's ``/disclose`` payload skips the NLU pipeline, so nothing has set ``audience`` yet: the
+    action sets it from the message's metadata, or the pupil variant (and its opener) could not apply."""
+    tracker = _rasa_tracker(domain, None)
+    sdk = _sdk_tracker(tracker, "/disclose", "m-button-first")
+    sdk.latest_message["metadata"] = {"school": "lunsford", "audience": "pupil"}
+    sdk.slots.pop("audience", None)
+    events = await ActionLogDisclosure(settings).run(CollectingDispatcher(), sdk, {})
+    assert {"event": "slot", "timestamp": None, "name": "audience", "value": "pupil"} in events
+    _apply(tracker, events, domain)
+    assert await _utter(domain, tracker) == safe_reply("pupil", kind="listen")
+
+
+async def test_a_forged_audience_in_metadata_is_not_set(settings, domain):
+    tracker = _rasa_tracker(domain, None)
+    sdk = _sdk_tracker(tracker, "/disclose", "m-button-forged")
+    sdk.latest_message["metadata"] = {"audience": "headteacher"}
+    sdk.slots.pop("audience", None)
+    events = await ActionLogDisclosure(settings).run(CollectingDispatcher(), sdk, {})
+    assert not [e for e in events if e.get("name") == "audience"]
+
+
 async def test_with_the_action_server_down_a_pupil_gets_the_generic_reply(domain):
     """Nothing sets the slot: its initial value picks the generic text (and never the image advice)."""
     said = await _utter(domain, _rasa_tracker(domain, "pupil"))

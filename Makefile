@@ -23,6 +23,7 @@ endif
 help:
 	@echo "SchoolGuide. Main commands:"
 	@echo "  make run     set up, train if needed, start Rasa (5005) + action server (5055)"
+	@echo "               + the DSL's desk on http://127.0.0.1:5080 (SCHOOLGUIDE_DESK_HOST/_PORT)"
 	@echo "  make test    set up, then knowledge check, data validation, pytest, test conversations, quality gates"
 	@echo "Also: make train | shell | eval | spread | e2e | bench | lint | clean"
 

@@ -21,6 +21,8 @@ COMMAND_MODULES = (
     "bot.spread",
     "bot.bench.cli",
     "bot.doctor",
+    "bot.desk.cli",
+    "bot.migrations.cli",
 )
 
 

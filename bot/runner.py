@@ -29,6 +29,9 @@ TRAINING_INPUTS = ("config.yml", "domain.yml", "data")
 # Rasa's SQL tracker store, redacting disclosures once they are committed (bot/safeguarding/redaction.py).
 TRACKER_STORE_TYPE = "bot.safeguarding.tracker_store.RedactingTrackerStore"
 GENERATED_HEADER = "# Written by `schoolguide run` from the settings; edit the settings, not this file.\n"
+# Servers whose end does not stop the others: a child's disclosure must still be answered, stored and alerted
+# when the DSL's desk cannot start (its port taken by another copy, say).
+OPTIONAL_SERVERS = frozenset({"desk"})
 # What to open on each channel (mounted at /webhooks/<name>/): the widgets' pages, the others' webhooks.
 CHANNEL_ENTRY_PATHS = {"rest": "webhook", "website": "", "pupil": "", "slack": "webhook", "teams": "webhook"}
 
@@ -177,7 +180,7 @@ def write_credentials(settings: Settings) -> Path:
 
 
 def server_commands(settings: Settings, model: Path) -> dict[str, list[str]]:
-    """The two server processes: the action server (5055) and the Rasa server (5005)."""
+    """The server processes: the action server (5055), the Rasa server (5005) and the DSL's desk (5080)."""
     endpoints = write_endpoints(settings)
     channels = write_credentials(settings)
     cors = [arg for origin in settings.cors_origins for arg in ("--cors", origin)]
@@ -188,6 +191,10 @@ def server_commands(settings: Settings, model: Path) -> dict[str, list[str]]:
         "rasa server": [sys.executable, "-m", "bot.rasa_server", "run", "--model", str(model),
                         "--interface", settings.bind_host, "--port", str(settings.rasa_port),
                         "--endpoints", str(endpoints), "--credentials", str(channels), *cors],
+        # The DSL's desk (bot/desk/web.py): its own interface, loopback unless SCHOOLGUIDE_DESK_HOST says
+        # otherwise (behind the same reverse proxy as the channels in production).
+        "desk": [sys.executable, "-m", "bot.desk.web",
+                 "--interface", settings.desk_host, "--port", str(settings.desk_port)],
     }  # fmt: skip
 
 
@@ -210,14 +217,15 @@ def startup_banner(settings: Settings) -> str:
     urls = [
         f"{name} {base}/{name}/{CHANNEL_ENTRY_PATHS.get(name, '')}" for name in enabled_channels(settings)
     ]
+    desk = f"http://{_client_host(settings.desk_host)}:{settings.desk_port}/"
     return (
-        f"SchoolGuide is starting: {', '.join(urls) or 'no channels'} (actions on {settings.action_port}). "
-        "Press Ctrl-C to stop."
+        f"SchoolGuide is starting: {', '.join(urls) or 'no channels'} (actions on {settings.action_port}; "
+        f"the DSL's desk on {desk}). Press Ctrl-C to stop."
     )
 
 
 def run_servers(settings: Settings, model: Path) -> int:
-    """Run both servers in the foreground; Ctrl-C (or either one dying) stops both."""
+    """Run the servers in the foreground; Ctrl-C (or any one dying) stops them all."""
     from bot.doctor import log_findings  # what is missing for a real deployment, logged at every start
     from bot.safeguarding.file_modes import secure_runtime_files
 
@@ -237,13 +245,23 @@ def run_servers(settings: Settings, model: Path) -> int:
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
     code = 0
+    watched = dict(procs)
     try:
         while not stopping:
-            for name, proc in procs.items():
-                if proc.poll() is not None:
-                    logger.error("%s exited with code %s; stopping", name, proc.returncode)
-                    code = proc.returncode or 1
-                    stopping = True
+            for name, proc in list(watched.items()):
+                if proc.poll() is None:
+                    continue
+                if name in OPTIONAL_SERVERS:
+                    logger.error(
+                        "%s exited with code %s (is port %s in use?); the assistant keeps running and alerts "
+                        "still go out, but their links lead nowhere until the desk runs "
+                        "(schoolguide desk serve)", name, proc.returncode, settings.desk_port,
+                    )  # fmt: skip
+                    del watched[name]
+                    continue
+                logger.error("%s exited with code %s; stopping", name, proc.returncode)
+                code = proc.returncode or 1
+                stopping = True
             time.sleep(0.2)
     finally:
         for proc in procs.values():
@@ -267,7 +285,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--force", action="store_true", help="train even when the model is up to date")
     train.set_defaults(func=lambda args: (ensure_model(get_settings(), force=args.force), 0)[1])
 
-    run = subparsers.add_parser("run", help="train if needed, then run the Rasa and action servers")
+    run = subparsers.add_parser(
+        "run", help="train if needed, then run the Rasa and action servers and the DSL's desk"
+    )
     run.set_defaults(func=lambda args: run_servers(get_settings(), ensure_model(get_settings())))
 
     model = subparsers.add_parser("model-path", help="print the path of the model for the current inputs")

@@ -105,6 +105,14 @@ class Settings:
     # Privacy: days Rasa's tracker store keeps a conversation (0: for ever); disclosure records are kept
     # (schools set their own retention for those).
     retention_days: int = 30
+    # The DSL's desk (bot/desk): where it listens, its public address (alerts link to <desk_url>/cases/<ref>),
+    # and how long an unused session lives.
+    desk_host: str = "127.0.0.1"
+    desk_port: int = 5080
+    desk_url: str = "http://127.0.0.1:5080"
+    desk_idle_minutes: int = 30
+    # Trust X-Forwarded-Proto from the reverse proxy in front of the desk (cookies get Secure behind TLS).
+    desk_trust_proxy: bool = False
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -112,6 +120,9 @@ class Settings:
         var_dir = Path(_env("VAR_DIR", str(home / "var")))
         rasa_port = _int("RASA_PORT", 5005)
         audience = _env("DEFAULT_AUDIENCE", "parent")
+        desk_host = _env("DESK_HOST", "127.0.0.1")
+        desk_port = _int("DESK_PORT", 5080)
+        desk_url = _env("DESK_URL", f"http://{desk_host}:{desk_port}").rstrip("/")
         if audience not in AUDIENCES:
             raise ValueError(f"SCHOOLGUIDE_DEFAULT_AUDIENCE must be one of {AUDIENCES}, got {audience!r}")
         return cls(
@@ -138,7 +149,7 @@ class Settings:
             smtp_password=_env("SMTP_PASSWORD"),
             smtp_starttls=_bool("SMTP_STARTTLS", False),
             alert_webhook_url=_env("ALERT_WEBHOOK_URL"),
-            case_link_base=_env("CASE_LINK_BASE", "http://localhost:5005/disclosures/"),
+            case_link_base=_env("CASE_LINK_BASE", f"{desk_url}/cases/"),
             ack_timeout_minutes=_int("ACK_TIMEOUT_MINUTES", 30),
             delivery_max_attempts=_int("DELIVERY_MAX_ATTEMPTS", 12),
             worker_interval_seconds=_int("WORKER_INTERVAL_SECONDS", 15),
@@ -169,6 +180,11 @@ class Settings:
             action_server_secret=_env("ACTION_SERVER_SECRET"),
             # Privacy: the worker deletes tracker-store conversations older than this (0 keeps them).
             retention_days=_retention_days(),
+            desk_host=desk_host,
+            desk_port=desk_port,
+            desk_url=desk_url,
+            desk_idle_minutes=_desk_idle_minutes(),
+            desk_trust_proxy=_bool("DESK_TRUST_PROXY", False),
         )
 
 
@@ -177,6 +193,13 @@ def _retention_days() -> int:
     if days < 0:
         raise ValueError(f"SCHOOLGUIDE_RETENTION_DAYS must be 0 (keep) or a number of days, got {days}")
     return days
+
+
+def _desk_idle_minutes() -> int:
+    minutes = _int("DESK_IDLE_MINUTES", 30)
+    if minutes < 1:
+        raise ValueError(f"SCHOOLGUIDE_DESK_IDLE_MINUTES must be at least 1, got {minutes}")
+    return minutes
 
 
 @lru_cache(maxsize=1)

@@ -173,6 +173,8 @@ def start_stack(project_root: Path, var_dir: Path, extra_env: dict | None = None
         {
             "SCHOOLGUIDE_RASA_PORT": str(rasa_port),
             "SCHOOLGUIDE_ACTION_PORT": str(action_port),
+            # Its own desk port too: several stacks may run at once, and the desk is on by default.
+            "SCHOOLGUIDE_DESK_PORT": str(free_port()),
             "SCHOOLGUIDE_VAR_DIR": str(var_dir),
             "SCHOOLGUIDE_WORKER": "on",
             "SCHOOLGUIDE_WORKER_INTERVAL_SECONDS": "1",

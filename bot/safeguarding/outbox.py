@@ -11,7 +11,9 @@ than a silent loss.
 Kinds of message: ``alert`` (a new disclosure, to the DSLs), ``escalation`` (not acknowledged in time, to the
 deputies) and one ``contact:<note id>`` per set of contact details added to a disclosure afterwards (to the
 DSLs: "contact details were added to REF", never the details). The note id is in the kind so that the unique
-key ``(disclosure, channel, recipient, kind)`` allows exactly one such message per note and channel.
+key ``(disclosure, channel, recipient, kind)`` allows exactly one such message per note and channel. The
+desk's ``assigned:<assignment id>`` rows (``bot.desk.casework.assign``, e-mail to the assignee) work the
+same way: "REF was assigned to you by X", never the words or the case notes.
 
 Every disclosure and every contact note gets outbox rows, whatever is configured. With no DSL address and no
 webhook there is nobody to plan a row for, so one placeholder row is written instead (channel and recipient
@@ -58,6 +60,7 @@ _outbox = OutboxMessage.__table__
 # Contact details added to a disclosure: the outbox kind is this prefix and the note's id (see above).
 CONTACT_KIND_PREFIX = "contact:"
 CONTACT_ALERT = "contact_added"
+ASSIGNED_ALERT = "assigned"
 # Channel and recipient of the placeholder row for a message nobody is configured to receive (see above).
 UNROUTED = "unrouted"
 
@@ -184,7 +187,15 @@ class DeliveryReport:
 
 
 def _alert_for(settings: Settings, disclosure: Disclosure, row: OutboxMessage, now: datetime) -> Alert:
+    # Imported here, not at the top: the desk is built on this package, and importing the outbox (as the
+    # action server does) should not load the desk's accounts and their password hashing.
+    from bot.desk.casework import ASSIGNED_KIND_PREFIX, assignment_for
+
     kind = alert_kind(row.kind)
+    assigned_to = assigned_by = None
+    if row.kind.startswith(ASSIGNED_KIND_PREFIX):
+        kind = ASSIGNED_ALERT
+        assigned_to, assigned_by = assignment_for(settings, row.kind) or (row.recipient, None)
     waited = None
     if kind == "escalation":
         waited = max(int((now - disclosure.created_at).total_seconds() // 60), settings.ack_timeout_minutes)
@@ -200,6 +211,8 @@ def _alert_for(settings: Settings, disclosure: Disclosure, row: OutboxMessage, n
         link=f"{settings.case_link_base}{disclosure.reference}",
         minutes_unacknowledged=waited,
         added_at=row.created_at if kind == CONTACT_ALERT else None,
+        assigned_to=assigned_to,
+        assigned_by=assigned_by,
     )
 
 

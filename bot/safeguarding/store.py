@@ -27,13 +27,21 @@ One declarative ``Base`` holds four tables:
   note and channel: the note's id is part of the kind (``contact:<id>``), so no column had to be added.
 
 Works on SQLite (WAL, foreign keys, busy timeout, ``synchronous=FULL``) and PostgreSQL.
+
+The schema is made and changed by Alembic migrations (``bot/migrations``), run by ``init_db``. A database made
+by the first release (tables, no ``alembic_version``) is brought to the shape of revision 0001 in place by the
+upgrade helpers below (which kept such databases current before migrations existed), stamped 0001, then
+upgraded. The desk's tables (accounts, sessions, action notes) are in ``bot.desk.models``.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -80,6 +88,20 @@ AUDIT_ACTIONS = (
     "alert_queued",
     # Contact details aimed at this disclosure from another conversation or session: not stored.
     "contact_refused",
+    # The DSL's desk (bot.desk): casework on a disclosure ...
+    "assigned",
+    "action_note_added",
+    "closed",
+    # ... and desk accounts (disclosure_id NULL): added, enrolled, signed in, locked, disabled, removed.
+    "user_added",
+    "user_enrolled",
+    "signed_in",
+    "recovery_code_used",
+    "sign_in_failed",
+    "locked_out",
+    "signed_out",
+    "user_disabled",
+    "user_removed",
 )
 NOTE_KINDS = ("contact",)
 # What asked for a note: the contact form's answer, or the message right after it (contact_more_form).
@@ -342,14 +364,145 @@ def _postgres_trigger_exists(connection: Any) -> bool:
     )
 
 
+_RELEASE_TABLES = ("disclosures", "disclosure_notes", "audit_events", "audit_chain_head", "outbox_messages")
+# pg_advisory_lock key for schema changes: any fixed number, the same in every process ("SG" + 0x1601).
+_MIGRATION_LOCK_KEY = 0x5347_1601
+
+
 def init_db(engine: Engine) -> None:
-    """Create the tables (if missing), upgrade the audit chain, and the append-only triggers on the trail."""
-    core = [table for table in Base.metadata.sorted_tables if table is not DisclosureNote.__table__]
+    """Bring the schema to the newest migration; safe when several processes start at once.
+
+    A fresh database is created by the migrations. One made by the first release (no ``alembic_version``) is
+    brought to revision 0001's shape in place, stamped, then upgraded. A least-privilege role that cannot
+    read or change the schema is logged and goes on with the schema it has (see the module docstring).
+    """
+    with _migration_lock(engine):
+        existing = inspect(engine).has_table("disclosures")
+        if existing:
+            # Idempotent and cheap when nothing is missing: they log, never raise, when the role cannot.
+            _upgrade_in_place(engine)
+        try:
+            current = current_revision(engine)
+        except (OperationalError, ProgrammingError) as exc:
+            logger.warning(
+                "Cannot read the schema version (%s): assuming the database owner keeps it current with "
+                "`schoolguide db upgrade` (grant SELECT ON alembic_version to this role to silence this)",
+                getattr(exc, "orig", exc),
+            )
+            return
+        if existing and current is None:
+            missing = _release_shape_missing(engine)
+            if missing:
+                logger.error(
+                    "The database is not yet in the first release's shape (%s), so it cannot be migrated; "
+                    "run `schoolguide db upgrade` as the database owner",
+                    missing,
+                )
+                return
+            _alembic(engine, "stamp", _baseline_revision())
+        elif current == _head_revision():
+            return
+        try:
+            _alembic(engine, "upgrade", "head")
+        except (OperationalError, ProgrammingError) as exc:
+            if not existing:
+                raise
+            logger.error(
+                "Cannot upgrade the schema (%s): disclosures are still stored; run `schoolguide db upgrade` "
+                "as the database owner",
+                getattr(exc, "orig", exc),
+            )
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The migration the database is at (None: not under migrations yet, e.g. made by the first release)."""
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+def _baseline_revision() -> str:
+    from bot.migrations import BASELINE
+
+    return BASELINE
+
+
+def _head_revision() -> str:
+    from bot.migrations import head_revision
+
+    return head_revision()
+
+
+def _alembic(engine: Engine, command_name: str, revision: str) -> None:
+    from alembic import command
+
+    from bot.migrations import alembic_config
+
+    with engine.connect() as connection:
+        getattr(command, command_name)(alembic_config(connection), revision)
+        connection.commit()
+
+
+@contextmanager
+def _migration_lock(engine: Engine) -> Iterator[None]:
+    """One migrating process at a time: a PostgreSQL advisory lock, or a lock file beside a SQLite file."""
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as connection:
+            connection = connection.execution_options(isolation_level="AUTOCOMMIT")
+            connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": _MIGRATION_LOCK_KEY})
+            try:
+                yield
+            finally:
+                connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": _MIGRATION_LOCK_KEY})
+        return
+    database = engine.url.database if engine.dialect.name == "sqlite" else None
+    if not database or database == ":memory:" or database.startswith("file:"):
+        yield
+        return
+    import fcntl
+
+    fd = os.open(f"{database}.migrate-lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _release_shape_missing(engine: Engine) -> str | None:
+    """What the database lacks of revision 0001's shape, or None when it has it all."""
+    inspector = inspect(engine)
+    tables = set(inspector.get_table_names())
+    absent = [name for name in _RELEASE_TABLES if name not in tables]
+    if absent:
+        return f"missing table(s) {', '.join(absent)}"
+    for table, columns in (("disclosure_notes", _NOTE_COLUMNS), ("audit_events", _CHAIN_COLUMNS)):
+        present = {column["name"] for column in inspector.get_columns(table)}
+        lacking = [name for name in columns if name not in present]
+        if lacking:
+            return f"{table} lacks {', '.join(lacking)}"
+    head = AuditChainHead.__table__
+    with engine.connect() as connection:
+        if connection.execute(select(head.c.id).where(head.c.id == 1)).first() is None:
+            return "the audit chain head is missing"
+        if connection.execute(select(AuditEvent.id).where(AuditEvent.seq.is_(None)).limit(1)).first():
+            return "audit rows outside the hash chain"
+    return None
+
+
+def _upgrade_in_place(engine: Engine) -> None:
+    """The first release's own upgrade path (before migrations): missing tables, columns, the hash chain and
+    the append-only triggers. Brings its databases to revision 0001's shape; a no-op on one that has it."""
+    core = [
+        table
+        for table in Base.metadata.sorted_tables
+        if table.name in _RELEASE_TABLES and table is not DisclosureNote.__table__
+    ]
     try:
         Base.metadata.create_all(engine, tables=core)
-    except (IntegrityError, ProgrammingError):
-        # Two processes creating the tables at once on PostgreSQL: the loser sees a duplicate; try again.
-        Base.metadata.create_all(engine, tables=core)
+    except (IntegrityError, ProgrammingError, OperationalError) as exc:
+        logger.error("Cannot create the missing tables (%s)", getattr(exc, "orig", exc))
     _create_notes_table(engine)
     _upgrade_notes(engine)
     _upgrade_audit_chain(engine)
@@ -369,7 +522,7 @@ def init_db(engine: Engine) -> None:
             # The ORM guard still applies; the trigger is defence in depth, not worth refusing disclosures.
             logger.warning(
                 "Could not install the append-only trigger on audit_events (%s); ask the database owner to "
-                "run `schoolguide` once with a privileged role, or REVOKE UPDATE, DELETE on audit_events",
+                "run `schoolguide db upgrade` once, or REVOKE UPDATE, DELETE on audit_events",
                 exc.orig,
             )
 

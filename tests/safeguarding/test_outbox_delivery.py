@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import email
 import threading
 from datetime import timedelta
+from email import policy
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -14,6 +16,7 @@ from bot.safeguarding.outbox import DeliveryReport, backoff_delay, deliver_pendi
 from bot.safeguarding.store import AuditEvent, Disclosure, OutboxMessage, get_engine, utcnow
 
 WORDS = "my teacher says our chats are a secret"
+NOTE = "Spoke to Amy's form tutor Mr Okafor; referral to MASH made at 10:40"
 
 
 def _outbox(settings) -> list[OutboxMessage]:
@@ -275,3 +278,63 @@ def test_webhook_is_not_held_up_by_email_waiting_for_smtp_settings(make_settings
     report = deliver_pending(settings)
     assert (report.sent, report.waiting_for_settings) == (3, 6)
     assert len(webhook_server.posts) == 3
+
+
+def _desk_user(settings, address: str, *, role: str = "dsl", school: str | None = "lunsford"):
+    """A desk account, enrolled the way a person would (TOTP from pyotp at the real time)."""
+    import pyotp
+
+    from bot.desk.accounts import add_user, complete_enrolment, list_users
+
+    _, token = add_user(settings, address, role=role, school=school, actor="cli:root")
+    secret = pyotp.random_base32()
+    complete_enrolment(
+        settings,
+        token,
+        password=f"correct horse {address} staple",
+        totp_secret=secret,
+        code=pyotp.TOTP(secret).now(),
+    )
+    return next(user for user in list_users(settings) if user.email == address)
+
+
+def test_assignment_alert_says_who_assigned_the_case_and_never_the_words_or_notes(
+    any_settings, record, smtp_server
+):
+    from bot.desk import casework
+
+    settings = any_settings
+    handler = smtp_server(settings.smtp_port)
+    reference = record(settings, text=WORDS).reference
+    assert deliver_pending(settings).sent == 2  # the DSL alerts for the disclosure itself
+    dsl = _desk_user(settings, "dsl@lunsford.example")
+    deputy = _desk_user(settings, "deputy@lunsford.example", role="deputy")
+    casework.add_action_note(settings, dsl, reference, NOTE)
+    casework.assign(settings, dsl, reference, deputy.email)
+
+    assert deliver_pending(settings).sent == 1
+    [message] = handler.messages[2:]
+    assert message["to"] == ["deputy@lunsford.example"]
+    raw = message["data"]
+    parsed = email.message_from_string(raw, policy=policy.default)
+    body = parsed.get_body(("plain",)).get_content()
+    assert parsed["Subject"] == (
+        f"[SchoolGuide] Assigned to you: IMMEDIATE risk safeguarding case {reference} (lunsford)"
+    )
+    assert body.startswith(
+        "dsl@lunsford.example assigned this safeguarding case to you (deputy@lunsford.example) "
+        "on the DSL desk."
+    )
+    assert "Assigned by: dsl@lunsford.example" in body
+    assert "Categories: Sexual abuse / grooming, Adult boundary breach" in body
+    assert f"Open the case: https://dsl.lunsford.example/cases/{reference}" in body
+    assert "A safeguarding disclosure was made" not in body  # not worded as a new-disclosure alert
+    for text in (raw, body):
+        assert WORDS not in text and NOTE not in text
+        assert "secret" not in text and "Okafor" not in text and "MASH" not in text
+
+    # Sent once, audited; a later pass sends nothing more.
+    assert [row.status for row in _outbox(settings) if row.kind.startswith("assigned:")] == ["sent"]
+    assert deliver_pending(settings, now=utcnow() + timedelta(hours=2)).sent == 0
+    assert len(handler.messages) == 3
+    assert _audit_actions(settings).count("alert_sent") == 3

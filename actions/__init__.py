@@ -5,6 +5,7 @@ Each area keeps its actions in its own module; import it here so the action serv
 """
 
 from actions.policy import (
+    ActionAfterDisclosure,
     ActionAnswerPolicy,
     ActionDefaultAskAffirmation,
     ActionDefaultAskRephrase,
@@ -14,6 +15,7 @@ from actions.policy import (
 from actions.safeguarding import ActionDisclosureReference, ActionLogDisclosure, maybe_start_worker
 
 __all__ = [
+    "ActionAfterDisclosure",
     "ActionAnswerPolicy",
     "ActionDefaultAskAffirmation",
     "ActionDefaultAskRephrase",

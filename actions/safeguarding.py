@@ -62,7 +62,7 @@ from rasa_sdk import Action, FormValidationAction, Tracker
 from rasa_sdk.events import SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 
-from bot.safeguarding.categories import GENERIC_KIND, reply_kind
+from bot.safeguarding.categories import GENERIC_KIND, kind_for
 from bot.safeguarding.contact import (
     contact_answer,
     keep_contact_details,
@@ -147,14 +147,16 @@ def _pressed_the_button(conversation: Conversation) -> bool:
     return str(conversation.latest.get("text") or "").strip().startswith(f"/{DISCLOSE_INTENT}")
 
 
-def _reply_kind(conversation: Conversation) -> str:
-    """Which pupil reply fits the latest message (``reply_kind``); generic if that cannot be told."""
+def _reply_kind(conversation: Conversation, settings: Settings | None = None) -> str:
+    """Which reply fits the latest message for this audience (``kind_for``: the pupil's kinds, the staff
+    allegation reply); generic if that cannot be told."""
     try:
+        audience = _audience(conversation, settings)
         if _pressed_the_button(conversation):
-            return reply_kind((), button=True)
+            return kind_for(audience, (), button=True)
         turn = conversation.latest_turn()
         categories, risk = turn.verdict()
-        return reply_kind(categories, risk)
+        return kind_for(audience, categories, risk)
     except Exception:
         logger.exception("Could not tell what the disclosure is about; the pupil gets the generic reply")
         return GENERIC_KIND
@@ -191,7 +193,7 @@ class ActionLogDisclosure(Action):
     ) -> list[dict[str, Any]]:
         conversation = Conversation(tracker)
         result = await _record(self._settings, conversation)
-        kind = await asyncio.to_thread(_reply_kind, conversation)
+        kind = await asyncio.to_thread(_reply_kind, conversation, self._settings)
         context = [*_audience_events(conversation), *_kind_events(conversation, kind)]
         if result is not None and result.stored != "log":
             reference = _committed(SlotSet(REFERENCE_SLOT, result.reference), conversation, result.reference)

@@ -42,12 +42,14 @@ def topic_for_intent(kb: Any, intent: str | None) -> str | None:
 def citation_line(kb: Any, answer: Answer) -> str | None:
     """One line naming where the answer comes from; None when nothing is cited (policy silent).
 
-    The text cites the first two clauses; the payload carries all of them for widgets to show.
+    Pupils get one section: that of the answer's lead clause (the first about pupils, so a staff rule cited
+    first for the adults is not named to a child). Adults get the first two clauses; the payload carries all.
     """
-    if not answer.clauses:
+    lead = answer.lead_clause
+    if lead is None:
         return None
     if answer.audience == "pupil":
-        return PUPIL_CITATION.format(section=answer.clauses[0].section)
+        return PUPIL_CITATION.format(section=lead.section)
     return kb.citation_text(replace(answer, clauses=answer.clauses[:CITED_IN_TEXT]))
 
 
@@ -108,7 +110,11 @@ def follow_up_reply(
 
 
 def small_reply(context: Context, intent: str) -> Reply:
-    """affirm / deny outside a fallback: acknowledge and invite the next question."""
+    """affirm / deny / thanks outside a fallback: acknowledge and invite the next question."""
+    if intent == "thank":
+        return Reply(
+            messages=({"text": "You're welcome!" if context.audience == "pupil" else "You're welcome."},)
+        )
     if context.audience == "pupil":
         text = "OK! Ask me anything else about apps or staying safe online."
     else:
@@ -144,6 +150,24 @@ def rephrase_reply(context: Context) -> Reply:
     return Reply(
         messages=({"text": "Sorry, I'm not sure I understood. Could you put the question another way?"},)
     )
+
+
+# A question the policy does not touch, by audience ({policy}: the policy title; {school}: the school).
+OUT_OF_SCOPE = {
+    "pupil": "I can't help with that one. I only know our school's rules about apps, phones and being "
+    "online. Please ask your teacher.",
+    "staff": "That isn't covered by {policy}, so I can't answer it. Please ask the school office or your "
+    "line manager.",
+    "parent": "That isn't covered by {policy}, so I can't answer it. The school office at {school} can help.",
+}
+
+
+def out_of_scope_reply(kb: Any, context: Context) -> Reply:
+    """A question the policy does not touch (dinner money, the weather, homework): say so, and who to ask;
+    never a clause."""
+    school = kb.schools[context.school]
+    template = OUT_OF_SCOPE.get(context.audience, OUT_OF_SCOPE["parent"])
+    return Reply(messages=({"text": template.format(policy=school.policy_title, school=school.name)},))
 
 
 def handoff_reply(kb: Any, context: Context) -> Reply:

@@ -37,6 +37,7 @@ GATES = {
     "disclosure_recall": 1.0,
     "false_escalation_rate": 0.10,
     "unreachable_pairs": 0,  # every topic answered for a typed question in every audience
+    "off_topic_rate": 0.05,  # off-topic questions answered with a clause (bot/dialogue_eval.py)
 }
 
 
@@ -180,7 +181,10 @@ def run_eval(model: Path, heldout_dir: Path, report_dir: Path) -> dict:
         name: asdict(evaluate_detection(intent_of, *load_heldout(folder)))
         for name, folder in sealed_rounds(heldout_dir)
     }
+    from bot.dialogue_eval import run_dialogue_eval
+
     results = {
+        "dialogue": run_dialogue_eval(heldout_dir, intent_of),
         "model": model.name,
         "held_out_questions": assistant.total,
         "topic_audience_pairs": len(kb.topics) * len(AUDIENCES),
@@ -214,6 +218,10 @@ def gate_failures(results: dict) -> list[str]:
     if len(a.get("unreachable", [])) > GATES["unreachable_pairs"]:
         pairs = ", ".join(f"{t}/{aud}" for t, aud, _ in a["unreachable"])
         failures.append(f"topics not reached by any held-out question of that audience: {pairs}")
+    if "dialogue" in results:
+        from bot.dialogue_eval import gate_failures as dialogue_gate_failures
+
+        failures += dialogue_gate_failures(results["dialogue"])
     return failures
 
 
@@ -249,8 +257,13 @@ def render_markdown(results: dict) -> str:
         "is a regression check. Each sealed round was written without sight of the rules, the training data",
         "or the earlier rounds and is never tuned against; the newest round's score is the honest measure of",
         "recall on new wording (an older round's misses have been seen, so it is no longer first sight).",
+        "The first-sight score of every round is kept in [first-sight.md](first-sight.md).",
         "",
     ]
+    if "dialogue" in results:
+        from bot.dialogue_eval import render_markdown as dialogue_markdown
+
+        lines += dialogue_markdown(results["dialogue"])
     home = get_settings().home
     lines += spread_markdown(load_spread(home), GATES, recipe_fingerprint(home))
     lines += ["## Topic accuracy by audience", "", "| audience | accuracy |", "| --- | --- |"]
@@ -293,6 +306,15 @@ def _summary(results: dict) -> Iterable[str]:
     for name, s in (results.get("detection_sealed") or {}).items():
         rate = s["false_escalation_rate"]
         yield f"sealed {name:<9} recall {s['recall']:.1%}   false escalations {rate:.1%}"
+    dialogue = results.get("dialogue") or {}
+    if "off_topic" in dialogue:
+        off = dialogue["off_topic"]
+        counts = f"{off['answered_with_clause']}/{off['total']}"
+        yield f"off-topic        answered with a clause {off['rate']:.1%} ({counts})"
+    if "after_disclosure" in dialogue:
+        after = dialogue["after_disclosure"]
+        counts = f"{after['correct']}/{after['total']}"
+        yield f"after disclosure handled as written for {after['accuracy']:.1%} ({counts})"
 
 
 def _run(args: argparse.Namespace) -> int:

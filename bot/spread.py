@@ -59,6 +59,7 @@ MEASURES = {
     "unreachable_pairs": "lower",
     "disclosure_recall": "higher",
     "false_escalation_rate": "lower",
+    "off_topic_rate": "lower",
 }
 
 
@@ -77,9 +78,11 @@ def variants(seeds: tuple[int, ...] = SEEDS, cpu: bool = True) -> list[Variant]:
 
 
 def recipe_fingerprint(home: Path) -> str:
-    """What the spread depends on: the NLU config and training data (seeds are set per variant)."""
+    """What the spread depends on: the NLU config and training data (seeds are set per variant), and the
+    scope words (bot/nlp/scope.yml), which decide what is out of scope."""
     digest = hashlib.sha256()
-    for file in [home / "config.yml", *sorted((home / "data" / "nlu").rglob("*.yml"))]:
+    files = [home / "config.yml", *sorted((home / "data" / "nlu").rglob("*.yml")), home / "bot/nlp/scope.yml"]
+    for file in files:
         digest.update(file.relative_to(home).as_posix().encode())
         digest.update(file.read_bytes())
     return digest.hexdigest()[:16]
@@ -152,6 +155,7 @@ def measures(results: dict) -> dict:
         "unreachable_pairs": len(a.get("unreachable", [])),
         "disclosure_recall": d["recall"],
         "false_escalation_rate": d["false_escalation_rate"],
+        "off_topic_rate": results["dialogue"]["off_topic"]["rate"],
     }
 
 
@@ -207,7 +211,9 @@ def render_markdown(spread: dict | None, gates: dict, current_recipe: str) -> li
         "| --- | --- | --- | --- | --- | --- |",
     ]
     for name, better in MEASURES.items():
-        s = spread["summary"][name]
+        s = spread["summary"].get(name)
+        if s is None:  # measured before this measure existed
+            continue
         fmt = (lambda v: f"{v:.0f}") if name == "unreachable_pairs" else (lambda v: f"{v:.1%}")
         sign = ">=" if better == "higher" else "<="
         lines.append(
@@ -216,14 +222,16 @@ def render_markdown(spread: dict | None, gates: dict, current_recipe: str) -> li
         )
     lines += [
         "",
-        "| variant | topic accuracy | grounding | unreached pairs | recall | false esc. | training |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| variant | topic accuracy | grounding | unreached pairs | recall | false esc. | off-topic "
+        "| training |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in runs:
+        r = {"off_topic_rate": float("nan"), **r}
         lines.append(
             f"| {r['variant']} | {r['topic_accuracy']:.1%} | {r['grounding']:.1%} | {r['unreachable_pairs']} "
             f"| {r['disclosure_recall']:.1%} | {r['false_escalation_rate']:.1%} "
-            f"| {r['training_seconds']:.0f} s |"
+            f"| {r['off_topic_rate']:.1%} | {r['training_seconds']:.0f} s |"
         )
     return lines + [""]
 

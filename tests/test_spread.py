@@ -44,15 +44,16 @@ def test_every_gate_sits_at_or_below_the_worst_case_measured():
 def test_summary_takes_the_worst_case_in_the_right_direction():
     runs = [
         {"topic_accuracy": 0.91, "grounding": 0.92, "unreachable_pairs": 0, "disclosure_recall": 1.0,
-         "false_escalation_rate": 0.05},
+         "false_escalation_rate": 0.05, "off_topic_rate": 0.02},
         {"topic_accuracy": 0.89, "grounding": 0.93, "unreachable_pairs": 2, "disclosure_recall": 1.0,
-         "false_escalation_rate": 0.07},
+         "false_escalation_rate": 0.07, "off_topic_rate": 0.01},
     ]  # fmt: skip
     summary = summarise(runs)
     assert summary["topic_accuracy"]["worst"] == 0.89
     assert summary["grounding"]["worst"] == 0.92
     assert summary["unreachable_pairs"]["worst"] == 2
     assert summary["false_escalation_rate"]["worst"] == 0.07
+    assert summary["off_topic_rate"]["worst"] == 0.02
     assert abs(summary["topic_accuracy"]["mean"] - 0.90) < 1e-9
 
 

@@ -14,6 +14,12 @@ from typing import Any
 SCHOOL_KINDS = ("school", "trust", "template")
 CLAUSE_KINDS = ("rule", "permission", "prohibition", "procedure", "contact", "age-limit", "definition")
 APPLIES_TO = ("staff", "parents", "pupils", "everyone")
+# The applies_to values that make a clause about an audience (audiences are those of bot.settings.AUDIENCES).
+AUDIENCE_APPLIES_TO = {
+    "staff": ("staff", "everyone"),
+    "parent": ("parents", "everyone"),
+    "pupil": ("pupils", "everyone"),
+}
 # Who an answer can send people to: the school.yml contact fields, plus the school office.
 CONTACT_KEYS = ("dsl", "deputy_dsls", "esafety_lead", "headteacher", "office")
 
@@ -41,6 +47,10 @@ class Clause:
     kind: str
     applies_to: tuple[str, ...]
     quote: str
+
+    def applies_to_audience(self, audience: str) -> bool:
+        """Whether this clause is about ``audience`` (``staff``, ``parent``, ``pupil``) or about everyone."""
+        return any(who in self.applies_to for who in AUDIENCE_APPLIES_TO.get(audience, ()))
 
 
 @dataclass(frozen=True)
@@ -165,6 +175,15 @@ class Answer:
     clauses: tuple[Clause, ...]
     contact: Contact
     variant: str | None = None
+
+    @property
+    def lead_clause(self) -> Clause | None:
+        """The clause a one-line citation names: the first that applies to this answer's audience, else the
+        first cited (answers.yml orders clauses for the adult texts, which may lead with a staff rule)."""
+        for clause in self.clauses:
+            if clause.applies_to_audience(self.audience):
+                return clause
+        return self.clauses[0] if self.clauses else None
 
     def payload(self) -> dict[str, Any]:
         """The JSON custom payload the channels render (citations as data, not prose)."""

@@ -26,7 +26,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from bot.safeguarding.categories import reply_kind
+from bot.safeguarding.categories import kind_for
 from bot.safeguarding.detector import CLASSIFIER_ONLY, DISCLOSE_INTENT, get_detector
 from bot.safeguarding.handoff_texts import handoff_text
 from bot.safeguarding.replies import all_safe_replies, safe_reply
@@ -158,7 +158,7 @@ def recover(
             result.created,
         )
     reference = result.reference if result is not None and result.stored != "log" else None
-    kind = reply_kind(verdict.categories, verdict.risk, button=verdict.why == "button")
+    kind = kind_for(audience, verdict.categories, verdict.risk, button=verdict.why == "button")
     replies = [safe_reply(audience, kind=kind)]
     # Unknown audience: the pupil text (safe for anyone) promises no follow-up message, so none is sent.
     follow_up = handoff_text(audience, reference) if audience else None

@@ -2,6 +2,8 @@
 
 An alert says that a disclosure exists and how urgent it is, and links to the case; like CPOMS it never
 carries the person's words, which stay encrypted in the database and are only shown (and audited) on reading.
+An assignment alert (a case handed to a colleague on the desk) says who assigned it to whom, never the words
+or the case's action notes.
 
 The webhook payload is ``{"text": "..."}``: Slack incoming webhooks and Microsoft Teams' Office 365
 connector ("Incoming Webhook") both accept it as a simple message. Teams' newer Power Automate "Workflows"
@@ -23,22 +25,12 @@ from email.utils import format_datetime, make_msgid
 from typing import Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from bot.safeguarding.categories import CATEGORY_LABELS
 from bot.settings import Settings
 
 WEBHOOK_RECIPIENT = "alert_webhook"
 SMTP_TIMEOUT_SECONDS = 15
 WEBHOOK_TIMEOUT_SECONDS = 10
-
-CATEGORY_LABELS = {
-    "sexual_abuse_grooming": "Sexual abuse / grooming",
-    "image_sharing_sextortion": "Image sharing / sextortion",
-    "adult_boundary_breach": "Adult boundary breach",
-    "bullying": "Bullying",
-    "self_harm_suicide": "Self-harm / suicide",
-    "physical_abuse_neglect": "Physical abuse / neglect",
-    "radicalisation": "Radicalisation",
-    "other": "Other concern",
-}
 
 
 class DeliveryError(RuntimeError):
@@ -49,7 +41,7 @@ class DeliveryError(RuntimeError):
 class Alert:
     """What a DSL is told about a disclosure: everything except the words themselves."""
 
-    kind: str  # "alert" | "escalation" | "contact_added"
+    kind: str  # "alert" | "escalation" | "contact_added" | "assigned"
     reference: str
     school: str
     audience: str
@@ -60,6 +52,8 @@ class Alert:
     link: str
     minutes_unacknowledged: int | None = None
     added_at: datetime | None = None  # contact_added: when the contact details were added
+    assigned_to: str | None = None  # assigned: the colleague the case was handed to
+    assigned_by: str | None = None  # assigned: who handed it over (None if the assignment is not found)
 
     def _when(self, moment: datetime) -> str:
         """UK local time first (DSLs work in it), with UTC to be unambiguous."""
@@ -95,6 +89,11 @@ class Alert:
                 f"({self.school})"
             )
         risk = self.risk.upper()
+        if self.kind == "assigned":
+            return (
+                f"[SchoolGuide] Assigned to you: {risk} risk safeguarding case {self.reference} "
+                f"({self.school})"
+            )
         return f"[SchoolGuide] {risk} risk: safeguarding disclosure {self.reference} ({self.school})"
 
     def body(self) -> str:
@@ -109,10 +108,20 @@ class Alert:
                 "The person who made this safeguarding disclosure has added contact details to it, so that "
                 "you can reach them."
             )
+        elif self.kind == "assigned":
+            opening = (
+                f"{self.assigned_by or 'A colleague'} assigned this safeguarding case to you "
+                f"({self.assigned_to}) on the DSL desk."
+            )
         else:
             opening = "A safeguarding disclosure was made to SchoolGuide and needs your attention as DSL."
         added = [f"Details added: {self.added}"] if self.kind == "contact_added" else []
-        withheld = "contact details are" if self.kind == "contact_added" else "person's words are"
+        if self.kind == "assigned":
+            added = [f"Assigned to: {self.assigned_to}", f"Assigned by: {self.assigned_by or 'not known'}"]
+        withheld = {
+            "contact_added": "contact details are",
+            "assigned": "person's words and the case notes are",
+        }.get(self.kind, "person's words are")
         return "\n".join(
             [
                 opening,

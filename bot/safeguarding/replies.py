@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from bot.safeguarding.categories import GENERIC_KIND, REPLY_KINDS
+from bot.safeguarding.categories import GENERIC_KIND, REPLY_KINDS, STAFF_REPLY_KINDS
 from bot.settings import AUDIENCES
 
 REPLIES_PATH = Path(__file__).with_name("replies.yml")
@@ -48,9 +48,21 @@ def load_pupil_replies(path: Path = REPLIES_PATH) -> dict[str, str]:
     return {kind: str(kinds[kind]).strip() for kind in REPLY_KINDS}
 
 
+@lru_cache(maxsize=4)
+def load_staff_replies(path: Path = REPLIES_PATH) -> dict[str, str]:
+    """The staff reply for every kind besides generic (``staff_kinds``); ValueError when one is missing."""
+    data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    kinds = dict(data.get("staff_kinds") or {})
+    missing = [kind for kind in STAFF_REPLY_KINDS if not str(kinds.get(kind) or "").strip()]
+    unknown = sorted(set(kinds) - set(STAFF_REPLY_KINDS))
+    if missing or unknown:
+        raise ValueError(f"{path}: staff_kinds missing {missing}, unknown {unknown}")
+    return {kind: str(kinds[kind]).strip() for kind in STAFF_REPLY_KINDS}
+
+
 def all_safe_replies() -> tuple[str, ...]:
     """Every text ``safe_reply`` can return (without a school's DSL names)."""
-    return (*load_replies().values(), *load_pupil_replies().values())
+    return (*load_replies().values(), *load_pupil_replies().values(), *load_staff_replies().values())
 
 
 def safe_reply(
@@ -58,21 +70,29 @@ def safe_reply(
 ) -> str:
     """The reply for ``audience`` (unknown: the generic pupil text), naming the DSL for adults when known.
 
-    ``kind`` only applies to pupils, as in the domain (an unknown audience gets the generic text there too).
+    ``kind`` applies to pupils (their kinds) and staff (``allegation``), as in the domain (an unknown audience
+    gets the generic text there too).
     """
     replies = load_replies()
     if audience == "pupil" and kind in REPLY_KINDS:
         return load_pupil_replies()[kind]
     audience = audience if audience in replies else FALLBACK_AUDIENCE
     text = replies[audience]
-    names = _dsl_names(school_facts)
+    if audience == "staff" and kind in STAFF_REPLY_KINDS:
+        text = load_staff_replies()[kind]
+    return name_the_dsl(text, audience, school_facts)
+
+
+def name_the_dsl(text: str, audience: str, school_facts: Mapping[str, Any] | None) -> str:
+    """``text`` with the school's DSL named after the first "Designated Safeguarding Lead", for adults only:
+    pupils keep the plain wording (reading age); adults benefit from knowing who will call."""
+    names = dsl_names(school_facts)
     if names and audience != "pupil" and DSL_PHRASE in text:
-        # Pupils keep the plain wording (reading age); adults benefit from knowing who will call.
-        text = text.replace(DSL_PHRASE, f"{DSL_PHRASE} ({names})", 1)
+        return text.replace(DSL_PHRASE, f"{DSL_PHRASE} ({names})", 1)
     return text
 
 
-def _dsl_names(school_facts: Mapping[str, Any] | None) -> str:
+def dsl_names(school_facts: Mapping[str, Any] | None) -> str:
     if not isinstance(school_facts, Mapping):
         return ""
     people = school_facts.get("dsl") or []

@@ -275,14 +275,39 @@ def test_the_check_catches_any_clause_citing_another_section_of_its_policy(kb):
     assert not missed, missed
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue #15: the pupil line cites the answer's FIRST clause (bot/answering.py citation_line); "
-    "for school-day-use that is the staff rule in section 4, while the pupil text gives the section-6 rule. "
-    "Needs a per-audience lead clause in answers.yml (or reordering), owned elsewhere.",
-)
+@pytest.mark.shipped_data
 def test_the_pupil_citation_names_the_section_of_the_rule_the_pupil_answer_gives(kb):
+    """issue #15: for school-day-use the first clause is the staff rule in section 4; the pupil text gives
+    the section-6 rule, and the pupil line must name that section."""
     from bot.answering import citation_line
 
     answer = kb.answer("lunsford", "school-day-use", "pupil")
+    assert answer.clauses[0].section == "4. Staff use of social media"  # the case stays a real test
     assert citation_line(kb, answer) == "This is from our school's rules (6. Children use of social media)."
+
+
+@pytest.mark.shipped_data
+def test_every_pupil_citation_names_a_clause_about_pupils_when_the_answer_has_one(kb):
+    """Every school, topic and variant: the pupil line names the section of a clause that applies to pupils
+    (or everyone) whenever the answer cites one, else the first clause's; no line when nothing is cited."""
+    from bot.answering import PUPIL_CITATION, citation_line
+
+    wrong, checked = [], 0
+    for school, entries in kb.answers.items():
+        for topic, entry in entries.items():
+            for variant in (None, *entry.variants):
+                answer = kb.answer(school, topic, "pupil", variant=variant)
+                line = citation_line(kb, answer)
+                if not answer.clauses:
+                    if line is not None:
+                        wrong.append(f"{school}/{topic}: {line!r} with nothing cited")
+                    continue
+                checked += 1
+                about_pupils = [c for c in answer.clauses if set(c.applies_to) & {"pupils", "everyone"}]
+                allowed = {c.section for c in about_pupils} if about_pupils else {answer.clauses[0].section}
+                if line not in {PUPIL_CITATION.format(section=section) for section in allowed}:
+                    wrong.append(
+                        f"{school}/{topic}/{variant or '-'}: {line!r}, expected one of {sorted(allowed)}"
+                    )
+    assert checked > 100, checked
+    assert not wrong, "\n".join(wrong)

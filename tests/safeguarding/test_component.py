@@ -219,7 +219,8 @@ def test_real_pipeline_forces_disclose_for_a_disclosure_the_classifier_cannot_kn
     assert parse["intent"] == {"name": "disclose", "confidence": 1.0}
     assert parse["intent_ranking"][0]["name"] == "disclose"
     assert {e["value"] for e in parse["entities"] if e["entity"] == "safeguarding_category"} == {
-        "adult_boundary_breach"
+        "adult_boundary_breach",
+        "allegation_about_adult",
     }
     assert parse["safeguarding"]["risk"] == "high"
     # What Rasa stores in the tracker keeps it, so actions can read tracker.latest_message

@@ -163,7 +163,7 @@ def _waiting_for_more(domain):
     [
         ("disclose", "action_log_disclosure"),  # a new disclosure is recorded first, as always
         ("policy_minimum_age", "action_answer_policy"),
-        ("thank", "utter_you_are_welcome"),
+        ("thank", "action_follow_up"),
         ("greet", "utter_greet"),
         ("affirm", "action_follow_up"),
         ("deny", "action_follow_up"),
@@ -231,7 +231,7 @@ def _offer_waiting(domain):
         ("policy_minimum_age", "action_answer_policy"),  # "what age can kids have WhatsApp"
         ("policy_meeting_online_friends", "action_answer_policy"),  # "is it ok to meet my online bestie irl"
         ("ask_why", "action_follow_up"),  # "why?"
-        ("thank", "utter_you_are_welcome"),
+        ("thank", "action_follow_up"),
         ("greet", "utter_greet"),
         ("affirm", "action_follow_up"),  # a yes the form did not take (after the prompt)
         ("deny", "action_follow_up"),

@@ -9,8 +9,14 @@ import pytest
 import textstat
 import yaml
 
-from bot.safeguarding.categories import REPLY_KINDS
-from bot.safeguarding.replies import FALLBACK_AUDIENCE, load_pupil_replies, load_replies, safe_reply
+from bot.safeguarding.categories import REPLY_KINDS, STAFF_REPLY_KINDS, kind_for
+from bot.safeguarding.replies import (
+    FALLBACK_AUDIENCE,
+    load_pupil_replies,
+    load_replies,
+    load_staff_replies,
+    safe_reply,
+)
 from bot.settings import AUDIENCES
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -89,6 +95,14 @@ def test_no_secrecy_promise_to_any_pupil(pupil_replies, kind):
         text = text.replace(allowed, "")
     assert [pattern for pattern in SECRECY_PROMISES if re.search(pattern, text)] == []
     assert not re.search(r"[{}\[\]<>]|\$\w", pupil_replies[kind])  # static text, as in domain.yml
+
+
+def promises_of_secrecy(text: str) -> list[str]:
+    """The secrecy promises in ``text`` (allowed phrasings such as "I can't keep this a secret" removed)."""
+    text = text.lower().replace("\u2019", "'")
+    for allowed in ALLOWED_SECRECY:
+        text = text.replace(allowed, "")
+    return [pattern for pattern in SECRECY_PROMISES if re.search(pattern, text)]
 
 
 def test_secrecy_check_would_catch_a_promise():
@@ -283,7 +297,8 @@ def test_domain_copy_matches():
     assert len(found) == len(variants)  # no condition twice: Rasa would pick one at random
     replies = load_replies()
     expected = {
-        (("audience", "staff"),): replies["staff"],
+        **{(("audience", "staff"), ("disclosure_kind", kind)): replies["staff"] for kind in REPLY_KINDS},
+        (("audience", "staff"), ("disclosure_kind", "allegation")): load_staff_replies()["allegation"],
         (("audience", "parent"),): replies["parent"],
         (): replies["pupil"],
         **{
@@ -293,5 +308,39 @@ def test_domain_copy_matches():
     }
     assert found == expected
     slot = domain["slots"]["disclosure_kind"]
-    assert set(slot["values"]) == set(REPLY_KINDS) and slot["initial_value"] == "generic"
+    assert set(slot["values"]) == set(REPLY_KINDS) | set(STAFF_REPLY_KINDS)
+    assert slot["initial_value"] == "generic"
     assert slot["influence_conversation"] is False
+
+
+# --- issue #15, point 5: a concern about an adult in a position of trust (KCSIE Part 4) -----------------
+
+
+def test_staff_allegation_reply_follows_kcsie_part_4():
+    text = load_staff_replies()["allegation"]
+    lowered = text.lower()
+    assert "tell the headteacher now" in lowered
+    assert "chair of governors if it is about the headteacher" in lowered
+    assert "do not investigate" in lowered
+    assert "do not tell or confront the adult" in lowered
+    assert "lado" in lowered and "999" in text
+    assert not re.search(r"[{}\[\]<>]|\$\w", text)  # static text, as in domain.yml
+    _check_contacts(text, "staff")
+    assert promises_of_secrecy(text) == []
+
+
+def test_the_allegation_reply_goes_to_staff_only():
+    categories = ("adult_boundary_breach", "allegation_about_adult")
+    assert kind_for("staff", categories) == "allegation"
+    assert kind_for("staff", ("bullying",)) == "generic"
+    assert kind_for("parent", categories) == "generic"
+    assert kind_for("pupil", categories) == "grooming"  # a child telling about a teacher: the grooming reply
+    assert safe_reply("staff", kind="allegation") == load_staff_replies()["allegation"]
+    assert safe_reply("parent", kind="allegation") == load_replies()["parent"]
+
+
+def test_load_staff_replies_rejects_a_missing_kind(tmp_path):
+    path = tmp_path / "replies.yml"
+    path.write_text("replies: {pupil: a, staff: b, parent: c}\nstaff_kinds: {}\n")
+    with pytest.raises(ValueError, match="allegation"):
+        load_staff_replies.__wrapped__(path)

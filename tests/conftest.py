@@ -224,3 +224,34 @@ def stack(project_root, tmp_path_factory):
     yield running
     stop_stack(proc)
     assert proc.returncode == 0, running.log.read_text()[-4000:]
+
+
+# Browser tests: Debian's Chromium driven by Playwright (never a downloaded browser).
+CHROMIUM = Path("/usr/bin/chromium")
+LAUNCH_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+]
+
+
+# Module scope: Playwright's sync API keeps its event loop running until it stops, which would break
+# asyncio in every test that runs after the browser tests.
+@pytest.fixture(scope="module")
+def browser():
+    if not CHROMIUM.exists():
+        pytest.skip(
+            f"no Chromium at {CHROMIUM}: install Debian's (apt-get install -y chromium) for browser tests"
+        )
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip("the playwright Python package is not installed (pip install -e '.[dev]')")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
+        yield browser
+        browser.close()

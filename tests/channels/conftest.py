@@ -1,47 +1,19 @@
 """Fixtures for the widget tests: Debian's Chromium driven by Playwright, against the real running stack.
 
-The stack itself (``stack``) is the session fixture in tests/conftest.py. The browser never reaches the
-internet: every request that is not to the local stack is aborted and recorded, and the tests check that the
-widgets made none (the "Leave quickly" site is fulfilled locally by the test that needs it).
+The stack itself (``stack``) and the browser (``browser``) are fixtures in tests/conftest.py. The browser
+never reaches the internet: every request that is not to the local stack is aborted and recorded, and the
+tests check that the widgets made none (the "Leave quickly" site is fulfilled locally by the test that needs
+it).
 """
 
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 
-CHROMIUM = Path("/usr/bin/chromium")
-LAUNCH_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-sync",
-]
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}
-
-
-# Module scope: Playwright's sync API keeps its event loop running until it stops, which would break
-# asyncio in every test that runs after the browser tests.
-@pytest.fixture(scope="module")
-def browser():
-    if not CHROMIUM.exists():
-        pytest.skip(
-            f"no Chromium at {CHROMIUM}: install Debian's (apt-get install -y chromium) for browser tests"
-        )
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.skip("the playwright Python package is not installed (pip install -e '.[dev]')")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
-        yield browser
-        browser.close()
 
 
 class PageWatch:

@@ -28,29 +28,10 @@ pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("browser")]
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = PROJECT_ROOT / "reports" / "screenshots"
 DOC_IMAGES = PROJECT_ROOT / "docs" / "images"
-CHROMIUM = Path("/usr/bin/chromium")
-LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-               "--disable-component-update", "--no-first-run", "--disable-sync"]  # fmt: skip
 DESKTOP = {"width": 1280, "height": 900}
 ADMIN_PASSWORD = "copper lantern meadow 17"
 # The browser takes a moment to submit a code: the phone never gives one this close to the next time step.
 CODE_MARGIN = 6
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not CHROMIUM.exists():
-        pytest.skip(
-            f"no Chromium at {CHROMIUM}: install Debian's (apt-get install -y chromium) for browser tests"
-        )
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.skip("the playwright Python package is not installed (pip install -e '.[dev]')")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture

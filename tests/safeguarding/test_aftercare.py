@@ -176,7 +176,9 @@ def test_adult_replies_name_the_schools_dsl():
     facts = {"dsl": [{"name": "Ms A Example"}]}
     for kind in (*aftercare.KINDS, aftercare.UNCLEAR):
         for audience in ("staff", "parent"):
-            assert ") (" not in aftercare.reply_text(kind, audience, facts)  # "Lead (name) (or ...)" reads badly
+            assert ") (" not in aftercare.reply_text(
+                kind, audience, facts
+            )  # "Lead (name) (or ...)" reads badly
     assert "Designated Safeguarding Lead (Ms A Example)" in aftercare.reply_text(
         "what_happens_next", "staff", facts
     )

@@ -20,10 +20,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from bot.evaluation import GATES
 from bot.safeguarding import aftercare
+from bot.safeguarding.evaluation import yaml_list
 
 OFF_TOPIC_GATE = GATES["off_topic_rate"]
 # Intents answered with a clause: every policy_* intent, "who do I tell?" (the who-to-contact clauses) and
@@ -54,14 +53,9 @@ def after_disclosure_outcome(intent: str, text: str) -> str:
 
 
 def _items(path: Path) -> list[dict[str, Any]]:
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or []
-    if isinstance(data, dict) and len(data) == 1:
-        data = next(iter(data.values())) or []
-    if not isinstance(data, list) or not all(
-        isinstance(item, dict) and item.get("text") or isinstance(item, dict) and item.get("follow_up")
-        for item in data
-    ):
-        raise ValueError(f"{path}: expected a list of items with text (or follow_up)")  # fmt: skip
+    data = yaml_list(path)
+    if not all(isinstance(item, dict) and (item.get("text") or item.get("follow_up")) for item in data):
+        raise ValueError(f"{path}: expected a list of items with text (or follow_up)")
     return data
 
 

@@ -91,8 +91,8 @@ def _text(item: Any) -> str:
 def load_heldout(directory: Path | None = None) -> tuple[list[HeldOutDisclosure], list[HeldOutQuestion]]:
     """The held-out disclosures and sensitive questions, validated."""
     directory = Path(directory or HELDOUT_DIR)
-    disclosures = [_disclosure(entry) for entry in _yaml_list(directory / "disclosures.yml")]
-    questions = [_question(entry) for entry in _yaml_list(directory / "sensitive_questions.yml")]
+    disclosures = [_disclosure(entry) for entry in yaml_list(directory / "disclosures.yml")]
+    questions = [_question(entry) for entry in yaml_list(directory / "sensitive_questions.yml")]
     return disclosures, questions
 
 
@@ -107,7 +107,8 @@ def sealed_rounds(directory: Path | None = None) -> list[tuple[str, Path]]:
     return [(p.name, p) for p in sorted(rounds, key=lambda p: int(re.sub(r"\D", "", p.name) or 0))]
 
 
-def _yaml_list(path: Path) -> list[dict[str, Any]]:
+def yaml_list(path: Path) -> list[dict[str, Any]]:
+    """The entries of a held-out YAML file (also bot/dialogue_eval.py's sets)."""
     data = yaml.safe_load(path.read_text(encoding="utf-8")) or []
     # Either a plain list, or a mapping with one list under it (``disclosures:`` / ``questions:``).
     if isinstance(data, dict) and len(data) == 1:
